@@ -1,0 +1,118 @@
+"""The on-policy update shared by PPO, FPO and DPPO: minibatch epochs over a rollout buffer with a
+clipped surrogate, a value loss and early stopping on KL. Each algorithm supplies only how it acts
+(and what it stores per sample) and how it scores a stored sample under the current policy."""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robopol.config import AlgoConfig
+from robopol.critics import ValueCritic
+from robopol.data.rollout import RolloutBuffer
+from robopol.policies.base import Actor
+from robopol.typed_config import field
+
+
+@dataclass
+class OnPolicyConfig(AlgoConfig):
+    lr: float = field(3e-4, gt=0, doc="actor learning rate")
+    critic_lr: float = field(3e-4, gt=0)
+    gamma: float = field(0.99, ge=0, le=1, doc="discount per executed chunk")
+    gae_lambda: float = field(0.95, ge=0, le=1)
+    update_epochs: int = field(10, ge=1)
+    minibatch_size: int = field(64, ge=1)
+    clip: float = field(0.2, gt=0)
+    vf_coef: float = field(0.5, ge=0)
+    ent_coef: float = field(0.0, ge=0)
+    max_grad_norm: float = field(0.5, gt=0)
+    target_kl: float = field(0.0, ge=0, doc="0 disables early stopping")
+    norm_adv: bool = True
+    anneal_lr: bool = True
+    critic_warmup_iters: int = field(0, ge=0, doc="updates in which only the critic learns")
+
+
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's pessimistic objective as a loss, and the fraction of samples the clip was active on."""
+    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    return loss, ((ratio - 1).abs() > clip).float().mean()
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """Schulman's low-variance KL(old || new) estimator."""
+    return (log_ratio.exp() - 1 - log_ratio).mean()
+
+
+class OnPolicyAlgorithm(abc.ABC):
+    def __init__(self, cfg: OnPolicyConfig, actor: Actor, critic: ValueCritic) -> None:
+        self.cfg, self.actor, self.critic = cfg, actor, critic
+        self.actor_optimizer = torch.optim.Adam([p for p in actor.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
+        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+        self.iteration = 0
+
+    @abc.abstractmethod
+    def extras_spec(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample tensors (name -> shape) this algorithm stores in the rollout buffer."""
+
+    @abc.abstractmethod
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Exploratory action chunks for normalised observations, and the extras to store."""
+
+    @abc.abstractmethod
+    def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'loss', 'approx_kl', 'clip_fraction'} of a minibatch under the current actor."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+
+    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
+        """One iteration of minibatch epochs; `progress` in [0, 1) drives learning-rate annealing."""
+        cfg = self.cfg
+        scale = 1.0 - progress if cfg.anneal_lr else 1.0
+        for optimizer, lr in ((self.actor_optimizer, cfg.lr), (self.critic_optimizer, cfg.critic_lr)):
+            optimizer.param_groups[0]["lr"] = lr * scale
+        train_actor = self.iteration >= cfg.critic_warmup_iters
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for _ in range(cfg.update_epochs):
+            epoch_kl = []
+            for batch in buffer.minibatches(cfg.minibatch_size):
+                adv = batch["advantages"]
+                if cfg.norm_adv and adv.numel() > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                value_loss = 0.5 * (self.critic(batch["obs"]) - batch["returns"]).pow(2).mean()
+                loss = cfg.vf_coef * value_loss
+                if train_actor:
+                    policy = self.policy_loss(batch, adv)
+                    loss = loss + policy["loss"]
+                    for key, value in policy.items():
+                        stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
+                    epoch_kl.append(policy["approx_kl"].detach())
+                self.actor_optimizer.zero_grad(set_to_none=True)
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                if train_actor:
+                    nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                    self.actor_optimizer.step()
+                self.critic_optimizer.step()
+                stats["value_loss"].append(value_loss.detach())
+            if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
+                break
+        self.iteration += 1
+        out = {key: torch.stack(values).mean().item() for key, values in stats.items()}
+        returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
+        out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.iteration = int(state["iteration"])

@@ -1,0 +1,195 @@
+"""Checkpoints: safetensors weights + JSON config (+ trainer state for resuming), written atomically.
+
+Layout of a run folder:
+    run_dir/checkpoints/step_<env steps>/{model.safetensors, config.json, trainer_state.safetensors, trainer_state.json}
+    run_dir/checkpoints/LATEST   name of the newest complete checkpoint
+A checkpoint is written into a hidden temporary folder, fsynced and renamed into place before LATEST
+(itself replaced atomically) points at it, so a SIGKILL at any moment leaves the previous one intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from robopol.config import RunConfig
+from robopol.data.normalizer import Normalizer
+from robopol.errors import CheckpointError, RobopolError
+from robopol.policies.base import ChunkSpec
+from robopol.policies.diffusion import DiffusionActor
+from robopol.policies.factory import make_actor
+from robopol.policies.inference import InferencePolicy
+from robopol.typed_config import build, to_dict
+
+FORMAT_VERSION = 1
+KEEP = 2
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Nested state (dicts, lists, tensors, numbers) -> JSON with tensors moved into `tensors`."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().contiguous().clone()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_split_state(k, f"{prefix}.k{i}", tensors), _split_state(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_split_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    return obj
+
+
+def _join_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {_join_state(k, tensors): _join_state(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, dict) and "__list__" in obj:
+        items = [_join_state(v, tensors) for v in obj["__list__"]]
+        return tuple(items) if obj["tuple"] else items
+    return obj
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: RunConfig
+    spec: ChunkSpec
+    env_steps: int
+    weights: dict[str, torch.Tensor]
+
+    def trainer_state(self) -> dict[str, Any]:
+        tensors = load_file(self.path / "trainer_state.safetensors")
+        return _join_state(json.loads((self.path / "trainer_state.json").read_text()), tensors)
+
+    def module_weights(self, name: str) -> dict[str, torch.Tensor]:
+        prefix = f"{name}."
+        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+
+def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps: int,
+                    modules: dict[str, torch.nn.Module], trainer_state: dict[str, Any]) -> Path:
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"step_{env_steps:012d}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    tmp.mkdir()
+    weights = {f"{m}.{k}": v.detach().contiguous() for m, module in modules.items() for k, v in module.state_dict().items()}
+    save_file(weights, tmp / "model.safetensors", metadata={"format_version": str(FORMAT_VERSION)})
+    meta = {"format_version": FORMAT_VERSION, "env_steps": env_steps, "spec": spec.__dict__, "config": to_dict(config)}
+    _fsync_write(tmp / "config.json", json.dumps(meta, indent=2).encode())
+    tensors: dict[str, torch.Tensor] = {}
+    state_json = _split_state(trainer_state, "s", tensors)
+    save_file(tensors, tmp / "trainer_state.safetensors")
+    _fsync_write(tmp / "trainer_state.json", json.dumps(state_json).encode())
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    latest_tmp = root / f".tmp-LATEST-{os.getpid()}"
+    _fsync_write(latest_tmp, name.encode())
+    os.replace(latest_tmp, root / "LATEST")
+    _fsync_dir(root)
+    for old in sorted(p for p in root.glob("step_*") if p.name != name)[:-(KEEP - 1) or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve(path: str | Path) -> Path:
+    """A run folder, its checkpoints folder or one checkpoint folder -> the checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path} does not exist")
+    for root in (path / "checkpoints", path):
+        latest = root / "LATEST"
+        if latest.is_file():
+            target = root / latest.read_text().strip()
+            if not target.is_dir():
+                raise CheckpointError(f"corrupt checkpoint folder {root}: LATEST names {target.name}, which is missing")
+            return target
+    if (path / "config.json").is_file() and (path / "model.safetensors").exists():
+        return path
+    raise CheckpointError(f"no checkpoint in {path}: expected a run folder with checkpoints/LATEST "
+                          "or a folder holding model.safetensors and config.json")
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    folder = resolve(path)
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        weights = load_file(folder / "model.safetensors")
+    except (OSError, json.JSONDecodeError, SafetensorError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {folder}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {folder}: format_version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
+                              f" is not the supported {FORMAT_VERSION}")
+    try:
+        config = build(RunConfig, meta["config"], "checkpoint.config")
+        spec = ChunkSpec(**meta["spec"])
+    except (RobopolError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: unreadable config.json ({exc})") from None
+    return Checkpoint(folder, config, spec, int(meta["env_steps"]), weights)
+
+
+def restore_actor(ckpt: Checkpoint) -> torch.nn.Module:
+    actor = make_actor(ckpt.spec, ckpt.config.policy.actor)
+    weights = ckpt.module_weights("actor")
+    if isinstance(actor, DiffusionActor) and any(k.startswith("ft_model.") for k in weights):
+        actor.finetune_last(ckpt.config.policy.actor.ft_denoising_steps or actor.num_sampling_steps)  # type: ignore[union-attr]
+    _load(actor, weights, ckpt.path, "actor")
+    return actor
+
+
+def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
+    weights = ckpt.module_weights("normalizer")
+    if "action_low" not in weights:
+        raise CheckpointError(f"checkpoint {ckpt.path}: no normaliser statistics in model.safetensors")
+    normalizer = Normalizer(ckpt.spec.obs_dim, weights["action_low"].numpy(), weights["action_high"].numpy(),
+                            ckpt.config.sim.clip_obs)
+    _load(normalizer, weights, ckpt.path, "normalizer")
+    return normalizer
+
+
+def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor], folder: Path, name: str) -> None:
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {folder}: {name} weights do not match its config ({str(exc).splitlines()[0]})") from None
+
+
+def load_policy(path: str | Path) -> InferencePolicy:
+    """Everything needed to act from a checkpoint alone: normaliser + actor, in eval mode."""
+    ckpt = load_checkpoint(path)
+    return InferencePolicy(restore_actor(ckpt), restore_normalizer(ckpt)).eval()
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return load_checkpoint(path).config

@@ -1,0 +1,91 @@
+"""Observation / action normalisation (travels inside the checkpoint) and training-time reward scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Normalizer(nn.Module):
+    """obs -> clip((obs - mean) / std, +-clip); actions in [-1, 1] <-> env units [low, high].
+
+    Running statistics (Chan et al. parallel update) serve RL from scratch; `fit` sets them from
+    demonstrations for behaviour cloning. Buffers, so they are saved with the weights."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, clip_obs: float = 10.0,
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        self.clip_obs, self.eps = clip_obs, eps
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
+        self.register_buffer("action_low", torch.as_tensor(np.asarray(action_low, dtype=np.float32)))
+        self.register_buffer("action_high", torch.as_tensor(np.asarray(action_high, dtype=np.float32)))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Fold a batch of raw observations (..., obs_dim) into the running mean and variance."""
+        flat = obs.reshape(-1, obs.shape[-1]).double()
+        n = flat.shape[0]
+        mean, var = flat.mean(0), flat.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.obs_mean.double()
+        new_mean = self.obs_mean.double() + delta * n / total
+        m2 = self.obs_var.double() * self.count + var * n + delta.pow(2) * self.count * n / total
+        self.obs_mean.copy_(new_mean.float())
+        self.obs_var.copy_((m2 / total).float())
+        self.count.copy_(total)
+
+    @torch.no_grad()
+    def fit(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> None:
+        """Set statistics from a dataset; actions' min/max become the [-1, 1] range (diffusion_policy)."""
+        flat = obs.reshape(-1, obs.shape[-1]).double()
+        self.obs_mean.copy_(flat.mean(0).float())
+        self.obs_var.copy_(flat.var(0, unbiased=False).float())
+        self.count.fill_(flat.shape[0])
+        if actions is not None:
+            flat_a = actions.reshape(-1, actions.shape[-1])
+            low, high = flat_a.min(0).values, flat_a.max(0).values
+            pad = ((high - low) < 1e-6).float() * 1e-3  # a constant action dimension still maps to a range
+            self.action_low.copy_(low - pad)
+            self.action_high.copy_(high + pad)
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return ((obs - self.obs_mean) / (self.obs_var + self.eps).sqrt()).clamp(-self.clip_obs, self.clip_obs)
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The one place where actions return to env units; clipped to the bounds."""
+        return self.action_low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+
+class RewardScaler:
+    """Divides rewards by the running std of the discounted return (SB3 VecNormalize's norm_reward)."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8) -> None:
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.returns = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, eps
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self._update(self.returns)
+        self.returns[done] = 0.0
+        return np.clip(reward / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    def _update(self, x: np.ndarray) -> None:
+        n, mean, var = x.shape[0], x.mean(), x.var()
+        total = self.count + n
+        delta = mean - self.mean
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total
+        self.mean += delta * n / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]

@@ -1,0 +1,53 @@
+"""The one policy contract every actor follows (after LeRobot's and diffusion_policy's).
+
+All tensors live in normalised space: observations (B, n_obs_steps, obs_dim) already normalised,
+actions (B, horizon, act_dim) in [-1, 1] units. Unnormalising happens once, in `Normalizer`.
+Every actor is a deterministic function of (obs, noise): `sample(obs, noise)`; zero noise is its
+deterministic mode. That single entry point is what rollouts, evaluation and export all call."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """diffusion_policy's vocabulary: observe n_obs_steps frames, predict horizon actions, run n_action_steps."""
+
+    obs_dim: int
+    act_dim: int
+    n_obs_steps: int = 1
+    horizon: int = 1
+    n_action_steps: int = 1
+
+
+class Actor(nn.Module, abc.ABC):
+    """Policy contract: `sample`, `predict_action`, `loss`, `reset`."""
+
+    def __init__(self, spec: ChunkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    @abc.abstractmethod
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        """Shape of the noise tensor `sample` consumes for a batch of observations."""
+
+    @abc.abstractmethod
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Action chunk (B, horizon, act_dim) as a deterministic function of obs and noise."""
+
+    @abc.abstractmethod
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Scalar supervised (behaviour-cloning) loss for demonstrated action chunks."""
+
+    def predict_action(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        shape = self.noise_shape(obs.shape[0])
+        noise = torch.zeros(shape) if deterministic else torch.randn(shape)
+        return self.sample(obs, noise)
+
+    def reset(self) -> None:
+        """Clear inference-time state; the actors here are stateless, action queues live in the callers."""

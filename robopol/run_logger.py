@@ -1,0 +1,87 @@
+"""Run outputs a person reads: metrics CSVs, TensorBoard events and a learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+class RunLogger:
+    """Appends rows to <run>/<stream>.csv (one file per stream: train, eval) and mirrors them to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, stream: str, env_steps: int, metrics: dict[str, float]) -> None:
+        path = self.run_dir / f"{stream}.csv"
+        row = {"env_steps": env_steps, **metrics}
+        rows = self.read(stream)
+        if rows and set(row) != set(rows[0]):  # a metric appeared: rewrite with the union of columns
+            rows.append(row)
+            self._write(path, rows)
+        else:
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"{stream}/{key}", value, env_steps)
+            self.writer.flush()
+
+    def read(self, stream: str) -> list[dict[str, str]]:
+        path = self.run_dir / f"{stream}.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, env_steps: int) -> None:
+        """On resume, drop rows logged after the checkpoint so curves do not double back."""
+        for stream in ("train", "eval"):
+            rows = self.read(stream)
+            kept = [r for r in rows if int(float(r["env_steps"])) <= env_steps]
+            if len(kept) != len(rows):
+                self._write(self.run_dir / f"{stream}.csv", kept)
+
+    @staticmethod
+    def _write(path: Path, rows: list[dict]) -> None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def plot(self, title: str) -> Path:
+        path = self.run_dir / "learning_curve.png"
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for stream, key, label in (("train", "episode_return", "training episodes"), ("eval", "return_mean", "evaluation")):
+            rows = [r for r in self.read(stream) if r.get(key)]
+            if rows:
+                ax.plot([float(r["env_steps"]) for r in rows], [float(r[key]) for r in rows], marker="o" if stream == "eval" else None,
+                        label=label)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

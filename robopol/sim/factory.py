@@ -1,0 +1,87 @@
+"""Env factory: a task config -> one wrapped env, or a seeded vector of them.
+
+Vector envs reset in SAME_STEP mode, so a finished episode's last observation arrives in
+info["final_obs"] and truncated episodes can be bootstrapped from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+import robopol.sim.toy  # noqa: F401  (registers robopol/Reach-v0)
+from robopol.config import PolicyConfig, TaskConfig
+from robopol.errors import ConfigError
+from robopol.sim.wrappers import ActionChunk, ObservationHistory
+
+# Evaluation episodes use seeds from here on; training envs use seed * 1000 + index, far below it.
+EVAL_SEED_BASE = 1_000_000_000
+
+
+def _make_gym(task: TaskConfig, render_mode: str | None) -> gym.Env:
+    try:
+        kwargs = dict(task.env_kwargs)
+        if task.max_episode_steps:
+            kwargs["max_episode_steps"] = task.max_episode_steps
+        return gym.make(task.env_id, render_mode=render_mode, **kwargs)
+    except gym.error.Error as exc:
+        raise ConfigError(f"task.env_id: cannot make {task.env_id!r}: {exc}") from None
+
+
+def _make_pusht(task: TaskConfig, render_mode: str | None) -> gym.Env:
+    from robopol.sim.pusht import make_pusht_env
+
+    return make_pusht_env(task.env_kwargs, render_mode)
+
+
+def _make_robomimic(task: TaskConfig, render_mode: str | None) -> gym.Env:
+    from robopol.sim.robomimic import make_robomimic_env
+
+    return make_robomimic_env(task.env_kwargs, render_mode)
+
+
+BACKENDS: dict[str, Callable[[TaskConfig, str | None], gym.Env]] = {
+    "gym": _make_gym, "pusht": _make_pusht, "robomimic": _make_robomimic,
+}
+
+
+def make_base_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
+    """The task's own env, checked for what robopol needs: flat Box observations and Box actions."""
+    env = BACKENDS[task.backend](task, render_mode)
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise ConfigError(f"task {task.name!r}: robopol needs Box observation and action spaces; "
+                          f"got {type(env.observation_space).__name__} / {type(env.action_space).__name__}")
+    if len(env.observation_space.shape) != 1:
+        raise ConfigError(f"task {task.name!r}: observations must be flat vectors; got shape {env.observation_space.shape}")
+    return env
+
+
+def make_env(task: TaskConfig, policy: PolicyConfig, render_mode: str | None = None) -> gym.Env:
+    env = make_base_env(task, render_mode)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env = ObservationHistory(env, policy.n_obs_steps)
+    return ActionChunk(env, policy.n_action_steps)
+
+
+def make_vec_env(task: TaskConfig, policy: PolicyConfig, num_envs: int, vectorization: str = "sync") -> VectorEnv:
+    fns = [partial(make_env, task, policy) for _ in range(num_envs)]
+    if vectorization == "async":
+        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="fork")
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def env_spec(task: TaskConfig) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """obs_dim, act_dim and the action bounds of a task, read off one env; unbounded action
+    dimensions are given [-1, 1] so the actor's [-1, 1] range still maps somewhere sensible."""
+    env = make_base_env(task)
+    try:
+        space = env.action_space
+        low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            low, high = np.full_like(low, -1.0), np.full_like(high, 1.0)
+        return int(np.prod(env.observation_space.shape)), int(space.shape[0]), low, high
+    finally:
+        env.close()

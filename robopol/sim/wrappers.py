@@ -1,0 +1,56 @@
+"""Per-environment wrappers: observation history and action chunking (diffusion_policy's To / Ta)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class ObservationHistory(gym.Wrapper):
+    """Observations become the last `n_obs_steps` frames, (n_obs_steps, obs_dim); at reset the first
+    frame is repeated, as diffusion_policy pads its history."""
+
+    def __init__(self, env: gym.Env, n_obs_steps: int) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.frames: deque[np.ndarray] = deque(maxlen=n_obs_steps)
+        self.observation_space = gym.spaces.Box(np.repeat(space.low[None], n_obs_steps, 0).astype(np.float32),
+                                                np.repeat(space.high[None], n_obs_steps, 0).astype(np.float32),
+                                                dtype=np.float32)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.frames.extend([np.asarray(obs, dtype=np.float32)] * self.frames.maxlen)
+        return np.stack(self.frames), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames.append(np.asarray(obs, dtype=np.float32))
+        return np.stack(self.frames), reward, terminated, truncated, info
+
+
+class ActionChunk(gym.Wrapper):
+    """One step executes up to `n_action_steps` actions; the reward is their sum and the chunk stops
+    early when the episode ends, so an algorithm's transition is one executed chunk."""
+
+    def __init__(self, env: gym.Env, n_action_steps: int) -> None:
+        super().__init__(env)
+        space = env.action_space
+        self.n_action_steps = n_action_steps
+        self.action_space = gym.spaces.Box(np.repeat(space.low[None], n_action_steps, 0),
+                                           np.repeat(space.high[None], n_action_steps, 0), dtype=space.dtype)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        success = False
+        for executed, action in enumerate(actions, start=1):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            success = success or bool(info.get("is_success", False))
+            if terminated or truncated:
+                break
+        info = {**info, "chunk_steps": executed, "is_success": success}
+        return obs, total, terminated, truncated, info

@@ -1,0 +1,204 @@
+"""The one training loop: collect -> update -> evaluate -> log -> checkpoint, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robopol.algos import ALGORITHMS
+from robopol.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from robopol.config import RunConfig
+from robopol.critics import ValueCritic
+from robopol.data.normalizer import Normalizer, RewardScaler
+from robopol.data.rollout import RolloutBuffer
+from robopol.errors import CheckpointError
+from robopol.evaluate import evaluate, record_video
+from robopol.policies.base import ChunkSpec
+from robopol.policies.factory import make_actor
+from robopol.policies.inference import InferencePolicy
+from robopol.run_logger import RunLogger
+from robopol.sim.factory import env_spec, make_vec_env
+from robopol.typed_config import to_dict
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.task.name.replace('/', '_')}-{cfg.policy.name}-{stamp}"
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None = None) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        torch.set_num_threads(cfg.train.threads)
+        self._seed(cfg.train.seed)
+
+        pol = cfg.policy
+        obs_dim, act_dim, low, high = env_spec(cfg.task)
+        self.spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
+        self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.clip_obs)
+        actor = make_actor(self.spec, pol.actor)
+        critic = ValueCritic(obs_dim, pol.n_obs_steps, pol.critic.hidden, pol.critic.activation)
+        self.algo = ALGORITHMS[pol.algo.name][1](pol.algo, actor, critic)
+        self.envs = make_vec_env(cfg.task, pol, cfg.sim.num_envs, cfg.sim.vectorization)
+        self.buffer = RolloutBuffer(cfg.train.rollout_steps, cfg.sim.num_envs, (pol.n_obs_steps, obs_dim),
+                                    (pol.horizon, act_dim), self.algo.extras_spec())
+        self.reward_scaler = RewardScaler(cfg.sim.num_envs, pol.algo.gamma) if cfg.sim.normalize_reward else None
+        self.logger = RunLogger(run_dir)
+        self.env_steps, self.iteration = 0, 0
+        self.recent_returns: list[float] = []
+        if resume is not None:
+            self._restore(resume)
+        self.obs, _ = self.envs.reset(seed=[cfg.train.seed * 1000 + self.iteration * 100 + i for i in range(cfg.sim.num_envs)])
+        self.episode_returns = np.zeros(cfg.sim.num_envs)
+
+    # ---- the loop a reader follows top to bottom ----
+    def run(self) -> dict[str, float]:
+        cfg = self.cfg.train
+        bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, unit="step", unit_scale=True,
+                   dynamic_ncols=True, disable=not cfg.progress, desc=f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        result: dict[str, float] = {}
+        try:
+            while self.env_steps < cfg.total_env_steps:
+                start = time.perf_counter()
+                collected = self.collect()
+                metrics = self.algo.update(self.buffer, progress=self.env_steps / cfg.total_env_steps)
+                self.env_steps += collected
+                self.iteration += 1
+                bar.update(collected)
+                metrics["steps_per_second"] = collected / (time.perf_counter() - start)
+                if self.recent_returns:
+                    metrics["episode_return"] = float(np.mean(self.recent_returns))
+                    bar.set_postfix(ret=f"{metrics['episode_return']:.1f}")
+                    self.recent_returns.clear()
+                self.logger.log("train", self.env_steps, metrics)
+                finished = self.env_steps >= cfg.total_env_steps
+                if finished or (cfg.eval_every and self.iteration % cfg.eval_every == 0):
+                    result = self.evaluate()
+                if finished or self.iteration % cfg.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            self.envs.close()
+        if cfg.video:
+            record_video(self.policy(), self.cfg.task, self.cfg.policy, self.run_dir / "eval.mp4")
+        self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        self.logger.close()
+        return result
+
+    @torch.inference_mode()
+    def collect(self) -> int:
+        """Fill the rollout buffer with one chunk step per env per slot; returns env steps executed."""
+        algo, norm, pol = self.algo, self.normalizer, self.cfg.policy
+        gamma = pol.algo.gamma
+        self.buffer.reset()
+        executed = 0
+        for _ in range(self.cfg.train.rollout_steps):
+            obs = torch.from_numpy(self.obs).float()
+            if self.cfg.sim.normalize_obs:
+                norm.update(obs)
+            obs_n = norm.normalize_obs(obs)
+            actions, extras = algo.act(obs_n)
+            values = algo.critic(obs_n)
+            env_actions = norm.unnormalize_action(actions[:, : pol.n_action_steps]).numpy()
+            self.obs, reward, terminated, truncated, info = self.envs.step(env_actions)
+            executed += int(np.sum(info.get("chunk_steps", pol.n_action_steps)))
+            ended = terminated | truncated
+            final_values = torch.zeros(len(reward))
+            if truncated.any():
+                idx = np.flatnonzero(truncated)
+                final_obs = torch.from_numpy(np.stack(info["final_obs"][idx])).float()
+                final_values[idx] = algo.critic(norm.normalize_obs(final_obs))
+            self._track_episodes(reward, ended)
+            scaled = self.reward_scaler(reward, ended) if self.reward_scaler else reward
+            self.buffer.add(obs_n, actions, torch.as_tensor(scaled, dtype=torch.float32), torch.from_numpy(terminated),
+                            torch.from_numpy(truncated), values, final_values, gamma, **extras)
+        last_values = algo.critic(norm.normalize_obs(torch.from_numpy(self.obs).float()))
+        self.buffer.compute_gae(last_values, gamma, pol.algo.gae_lambda)
+        return executed
+
+    def _track_episodes(self, reward: np.ndarray, ended: np.ndarray) -> None:
+        self.episode_returns += reward
+        self.recent_returns.extend(self.episode_returns[ended].tolist())
+        self.episode_returns[ended] = 0.0
+
+    def policy(self) -> InferencePolicy:
+        return InferencePolicy(self.algo.actor, self.normalizer).eval()
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = evaluate(self.policy(), self.cfg.task, self.cfg.policy, self.cfg.train.eval_episodes)
+        self.algo.actor.train()
+        self.logger.log("eval", self.env_steps, metrics)
+        self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        return metrics
+
+    # ---- checkpoint and resume ----
+    def save(self) -> Path:
+        state: dict[str, Any] = {
+            "env_steps": self.env_steps, "iteration": self.iteration, "algo": self.algo.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.algo.optimizers().items()},
+            "rng": _rng_state(),
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {},
+        }
+        modules = {**self.algo.modules(), "normalizer": self.normalizer}
+        return save_checkpoint(self.run_dir, self.cfg, self.spec, self.env_steps, modules, state)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        modules = {**self.algo.modules(), "normalizer": self.normalizer}
+        for name, module in modules.items():
+            try:
+                module.load_state_dict(ckpt.module_weights(name))
+            except RuntimeError as exc:
+                raise CheckpointError(f"cannot resume from {ckpt.path}: {name} does not match ({str(exc).splitlines()[0]})") from None
+        state = ckpt.trainer_state()
+        for name, optimizer in self.algo.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.algo.load_state_dict(state["algo"])
+        if self.reward_scaler:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.env_steps, self.iteration = int(state["env_steps"]), int(state["iteration"])
+        _set_rng_state(state["rng"])
+        self.logger.truncate_after(self.env_steps)
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)}}
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate((3, tuple(rng["python"]), None))
+    np_rng = rng["numpy"]
+    np.random.set_state(("MT19937", np_rng["key"].numpy().astype(np.uint32), np_rng["pos"], np_rng["has_gauss"],
+                         np_rng["cached_gaussian"]))
+
+
+def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
+    run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
+    trainer = Trainer(cfg, run_dir)
+    return run_dir, trainer.run()
+
+
+def resume(run_dir: Path) -> tuple[Path, dict[str, float]]:
+    """Continue a run from its newest checkpoint: weights, optimisers, normaliser, counters and RNG."""
+    ckpt = load_checkpoint(run_dir)
+    trainer = Trainer(ckpt.config, Path(run_dir), resume=ckpt)
+    return Path(run_dir), trainer.run()
