@@ -25,21 +25,26 @@ class RunLogger:
     def log(self, stream: str, env_steps: int, metrics: dict[str, float]) -> None:
         path = self.run_dir / f"{stream}.csv"
         row = {"env_steps": env_steps, **metrics}
-        rows = self.read(stream)
-        if rows and set(row) != set(rows[0]):  # a metric appeared: rewrite with the union of columns
-            rows.append(row)
-            self._write(path, rows)
+        header = self._header(path)
+        if header and set(row) - set(header):  # a new metric: rewrite the file with the union of columns
+            self._write(path, [*self.read(stream), row])
         else:
-            new = not path.exists()
             with open(path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                if new:
+                writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
+                if not header:
                     writer.writeheader()
                 writer.writerow(row)
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(f"{stream}/{key}", value, env_steps)
             self.writer.flush()
+
+    @staticmethod
+    def _header(path: Path) -> list[str]:
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return next(csv.reader(f), [])
 
     def read(self, stream: str) -> list[dict[str, str]]:
         path = self.run_dir / f"{stream}.csv"

@@ -19,7 +19,7 @@ from robopol.config import RunConfig
 from robopol.critics import ValueCritic
 from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.data.rollout import RolloutBuffer
-from robopol.errors import CheckpointError
+from robopol.errors import CheckpointError, ConfigError
 from robopol.evaluate import evaluate, record_video
 from robopol.policies.base import ChunkSpec
 from robopol.policies.factory import make_actor
@@ -54,7 +54,7 @@ class Trainer:
                                     (pol.horizon, act_dim), self.algo.extras_spec())
         self.reward_scaler = RewardScaler(cfg.sim.num_envs, pol.algo.gamma) if cfg.sim.normalize_reward else None
         self.logger = RunLogger(run_dir)
-        self.env_steps, self.iteration = 0, 0
+        self.env_steps, self.iteration, self.wall_time = 0, 0, 0.0
         self.recent_returns: list[float] = []
         if resume is not None:
             self._restore(resume)
@@ -67,6 +67,7 @@ class Trainer:
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, unit="step", unit_scale=True,
                    dynamic_ncols=True, disable=not cfg.progress, desc=f"{self.cfg.policy.name} on {self.cfg.task.name}")
         result: dict[str, float] = {}
+        self.started = time.perf_counter() - self.wall_time
         try:
             while self.env_steps < cfg.total_env_steps:
                 start = time.perf_counter()
@@ -76,6 +77,7 @@ class Trainer:
                 self.iteration += 1
                 bar.update(collected)
                 metrics["steps_per_second"] = collected / (time.perf_counter() - start)
+                metrics["wall_time"] = self.wall_time = time.perf_counter() - self.started
                 if self.recent_returns:
                     metrics["episode_return"] = float(np.mean(self.recent_returns))
                     bar.set_postfix(ret=f"{metrics['episode_return']:.1f}")
@@ -111,8 +113,8 @@ class Trainer:
             values = algo.critic(obs_n)
             env_actions = norm.unnormalize_action(actions[:, : pol.n_action_steps]).numpy()
             self.obs, reward, terminated, truncated, info = self.envs.step(env_actions)
-            executed += int(np.sum(info.get("chunk_steps", pol.n_action_steps)))
             ended = terminated | truncated
+            executed += _executed_steps(info, ended)
             final_values = torch.zeros(len(reward))
             if truncated.any():
                 idx = np.flatnonzero(truncated)
@@ -136,6 +138,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         metrics = evaluate(self.policy(), self.cfg.task, self.cfg.policy, self.cfg.train.eval_episodes)
+        metrics["wall_time"] = time.perf_counter() - self.started
         self.algo.actor.train()
         self.logger.log("eval", self.env_steps, metrics)
         self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
@@ -144,7 +147,7 @@ class Trainer:
     # ---- checkpoint and resume ----
     def save(self) -> Path:
         state: dict[str, Any] = {
-            "env_steps": self.env_steps, "iteration": self.iteration, "algo": self.algo.state_dict(),
+            "env_steps": self.env_steps, "iteration": self.iteration, "wall_time": self.wall_time, "algo": self.algo.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.algo.optimizers().items()},
             "rng": _rng_state(),
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {},
@@ -166,6 +169,7 @@ class Trainer:
         if self.reward_scaler:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.env_steps, self.iteration = int(state["env_steps"]), int(state["iteration"])
+        self.wall_time = float(state["wall_time"])
         _set_rng_state(state["rng"])
         self.logger.truncate_after(self.env_steps)
 
@@ -174,6 +178,14 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+def _executed_steps(info: dict[str, Any], ended: np.ndarray) -> int:
+    """Env steps run by one vector step: a finished env's count is in final_info (SAME_STEP reset)."""
+    steps = np.asarray(info["chunk_steps"])
+    if ended.any():
+        steps = np.where(ended, info["final_info"]["chunk_steps"], steps)
+    return int(steps.sum())
 
 
 def _rng_state() -> dict[str, Any]:
@@ -193,6 +205,11 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
 
 def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
+    if (run_dir / "checkpoints" / "LATEST").exists():
+        raise ConfigError(f"train.run_dir: {run_dir} already holds a run; continue it with `robopol resume {run_dir}` "
+                          "or choose another train.run_dir")
+    for stale in ("train.csv", "eval.csv"):
+        (run_dir / stale).unlink(missing_ok=True)
     trainer = Trainer(cfg, run_dir)
     return run_dir, trainer.run()
 

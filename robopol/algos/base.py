@@ -50,8 +50,10 @@ def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
 class OnPolicyAlgorithm(abc.ABC):
     def __init__(self, cfg: OnPolicyConfig, actor: Actor, critic: ValueCritic) -> None:
         self.cfg, self.actor, self.critic = cfg, actor, critic
-        self.actor_optimizer = torch.optim.Adam([p for p in actor.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
-        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+        # One fused Adam (a kernel per step, not a Python loop over tensors) with a group per network.
+        self.optimizer = torch.optim.Adam([{"params": [p for p in actor.parameters() if p.requires_grad], "lr": cfg.lr},
+                                           {"params": list(critic.parameters()), "lr": cfg.critic_lr}], eps=1e-5, fused=True)
+        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.iteration = 0
 
     @abc.abstractmethod
@@ -70,14 +72,14 @@ class OnPolicyAlgorithm(abc.ABC):
         return {"actor": self.actor, "critic": self.critic}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+        return {"actor_critic": self.optimizer}
 
     def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
         """One iteration of minibatch epochs; `progress` in [0, 1) drives learning-rate annealing."""
         cfg = self.cfg
         scale = 1.0 - progress if cfg.anneal_lr else 1.0
-        for optimizer, lr in ((self.actor_optimizer, cfg.lr), (self.critic_optimizer, cfg.critic_lr)):
-            optimizer.param_groups[0]["lr"] = lr * scale
+        actor_group, critic_group = self.optimizer.param_groups
+        actor_group["lr"], critic_group["lr"] = cfg.lr * scale, cfg.critic_lr * scale
         train_actor = self.iteration >= cfg.critic_warmup_iters
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(cfg.update_epochs):
@@ -94,14 +96,10 @@ class OnPolicyAlgorithm(abc.ABC):
                     for key, value in policy.items():
                         stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
                     epoch_kl.append(policy["approx_kl"].detach())
-                self.actor_optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
-                if train_actor:
-                    nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-                    self.actor_optimizer.step()
-                self.critic_optimizer.step()
+                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()  # during critic warm-up the actor has no gradients, so Adam skips it
                 stats["value_loss"].append(value_loss.detach())
             if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
                 break
