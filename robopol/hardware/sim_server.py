@@ -1,0 +1,185 @@
+"""A simulated robot: a Gymnasium MuJoCo env behind the UDP protocol, in its own process.
+
+It runs at its own fixed rate like real hardware: each tick it applies the latest action it has
+received, steps the env and streams the observation with reward and episode bookkeeping, so a
+deploy run can be scored like an evaluation. A HELLO starts a session on a fresh episode; until the
+session's first ACTION the robot stands still (re-sending its first observation every tick), so the
+controller's start-up time does not eat into the first episode. Episodes reset automatically; the
+terminal frame and the first frame of the next episode are both sent."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import Any
+
+import numpy as np
+
+from robopol.errors import RobopolError
+from robopol.hardware.clock import RateClock
+from robopol.hardware.protocol import (MalformedPacket, MsgType, ObservationMsg, Spec, decode_vector,
+                                       encode_observation, encode_spec)
+from robopol.hardware.transport import Address, UdpEndpoint
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class SimServerConfig:
+    env_id: str
+    rate_hz: float
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_episode_steps: int | None = None
+    seed: int = 0
+
+
+class SimRobotServer:
+    """Start / stop the simulated robot process; `port` is the bound port once started."""
+
+    def __init__(self, cfg: SimServerConfig) -> None:
+        self.cfg = cfg
+        self.port: int | None = None
+        self.stats: dict[str, Any] = {}
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        self._conn, child_conn = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(cfg, child_conn, self._stop), daemon=True,
+                                 name=f"robopol-sim-{cfg.env_id}")
+
+    def start(self) -> int:
+        self._proc.start()
+        if not self._conn.poll(START_TIMEOUT_S):
+            self._kill()
+            raise RobopolError(f"simulated robot {self.cfg.env_id} did not start within {START_TIMEOUT_S:g}s")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            status, value = "error", f"the process exited with code {self._proc.exitcode}"
+        if status != "ready":
+            self._proc.join(STOP_TIMEOUT_S)
+            raise RobopolError(f"simulated robot {self.cfg.env_id} failed to start: {value}")
+        self.port = value
+        return value
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the process and return its counters (ticks, action repeats, drops per kind)."""
+        if self._proc.is_alive():
+            self._stop.set()
+            if self._conn.poll(STOP_TIMEOUT_S):
+                self.stats = self._conn.recv()[1]
+            self._proc.join(STOP_TIMEOUT_S)
+        self._kill()
+        return self.stats
+
+    def _kill(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(STOP_TIMEOUT_S)
+
+    def __enter__(self) -> SimRobotServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _serve(cfg: SimServerConfig, conn: Connection, stop: Event) -> None:
+    try:
+        import gymnasium as gym
+
+        env = gym.make(cfg.env_id, max_episode_steps=cfg.max_episode_steps)
+        link = UdpEndpoint.server(cfg.host, cfg.port)
+    except Exception as exc:  # reported to the parent, which raises it as a RobopolError
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", link.address[1]))
+    session = _Session(env, link, cfg)
+    clock = RateClock(cfg.rate_hz, spin_s=0.0)
+    while not stop.is_set():
+        clock.wait()
+        session.tick()
+    link.close()
+    env.close()
+    conn.send(("stats", {**session.stats, "skipped_ticks": clock.skipped, "drops": dict(link.drops)}))
+
+
+class _Session:
+    """The robot's state machine: idle until HELLO, then step every tick until STOP."""
+
+    def __init__(self, env: Any, link: UdpEndpoint, cfg: SimServerConfig) -> None:
+        self.env, self.link, self.cfg = env, link, cfg
+        self.obs_dim = int(np.prod(env.observation_space.shape))
+        self.act_dim = int(np.prod(env.action_space.shape))
+        self.low, self.high = env.action_space.low, env.action_space.high
+        self.client: Address | None = None
+        self.action = np.zeros(self.act_dim, dtype=np.float32)
+        self.fresh_action = False
+        self.armed = False
+        self.obs = np.zeros(self.obs_dim, dtype=np.float32)
+        self.episode = -1
+        self.episode_return, self.step_count = 0.0, 0
+        self.stats = {"ticks": 0, "steps": 0, "action_repeats": 0, "rejected_actions": 0, "sessions": 0}
+
+    def tick(self) -> None:
+        self.stats["ticks"] += 1
+        for packet, addr in self.link.drain():
+            self._handle(packet.msg_type, packet.payload, addr)
+        if self.client is None:
+            return
+        if not self.armed:
+            self._send(self.obs, 0.0, False, False)
+            return
+        self.stats["action_repeats"] += not self.fresh_action
+        self.fresh_action = False
+        obs, reward, terminated, truncated, _ = self.env.step(self.action)
+        self.obs = obs
+        self.stats["steps"] += 1
+        self.episode_return += float(reward)
+        self.step_count += 1
+        self._send(obs, float(reward), terminated, truncated)
+        if terminated or truncated:
+            self._reset()
+
+    def _handle(self, msg_type: MsgType, payload: bytes, addr: Address) -> None:
+        if msg_type == MsgType.HELLO:
+            self.client = addr
+            self.stats["sessions"] += 1
+            self.link.send(MsgType.SPEC, encode_spec(Spec(self.obs_dim, self.act_dim, self.cfg.rate_hz)), addr)
+            self.action[:] = 0.0
+            self.armed = False
+            self._reset(seed=self.cfg.seed if self.stats["sessions"] == 1 else None)
+        elif addr != self.client:
+            return
+        elif msg_type == MsgType.ACTION:
+            try:
+                action = decode_vector(payload, self.act_dim)
+            except MalformedPacket:
+                self.link.drops["malformed"] += 1
+                return
+            if not np.all(np.isfinite(action)):
+                self.stats["rejected_actions"] += 1
+                return
+            self.action = np.clip(action, self.low, self.high)
+            self.fresh_action = self.armed = True
+        elif msg_type == MsgType.STOP:
+            self.client = None
+            self.action[:] = 0.0
+
+    def _reset(self, seed: int | None = None) -> None:
+        obs, _ = self.env.reset(seed=seed)
+        self.obs = obs
+        self.episode += 1
+        self.episode_return, self.step_count = 0.0, 0
+        self._send(obs, 0.0, False, False)
+
+    def _send(self, obs: np.ndarray, reward: float, terminated: bool, truncated: bool) -> None:
+        if self.client is None:
+            return
+        msg = ObservationMsg(np.asarray(obs, dtype=np.float32), reward, self.episode_return, bool(terminated),
+                             bool(truncated), self.episode, self.step_count)
+        self.link.send(MsgType.OBSERVATION, encode_observation(msg), self.client)

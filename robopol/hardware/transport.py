@@ -1,0 +1,112 @@
+"""UDP endpoints that never crash on bad input: every dropped datagram is counted by kind.
+
+Both sides use one `UdpEndpoint`; the client connects its socket to the robot (so datagrams from
+anyone else are filtered by the kernel), the server binds and answers whoever spoke to it.
+Sequence numbers are tracked per sender with serial-number arithmetic (RFC 1982), so a wrap at
+2**32 is not mistaken for reordering; HELLO and SPEC open a session and restart the count."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections import Counter
+
+from robopol.hardware.protocol import SEQ_MODULUS, MsgType, Packet, PacketError, decode, encode
+
+DROP_KINDS = ("short", "malformed", "bad_checksum", "wrong_version", "duplicate", "out_of_order")
+SESSION_TYPES = (MsgType.HELLO, MsgType.SPEC)
+RECV_BYTES = 4096
+Address = tuple[str, int]
+
+
+class UdpEndpoint:
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.drops: Counter[str] = Counter({kind: 0 for kind in DROP_KINDS})
+        self.received = 0
+        self._next_seq = 0
+        self._last_seq: dict[Address, int] = {}
+
+    @classmethod
+    def client(cls, host: str, port: int) -> UdpEndpoint:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect((host, port))
+        return cls(sock)
+
+    @classmethod
+    def server(cls, host: str, port: int) -> UdpEndpoint:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return cls(sock)
+
+    @property
+    def address(self) -> Address:
+        return self.sock.getsockname()
+
+    def send(self, msg_type: MsgType, payload: bytes = b"", addr: Address | None = None) -> None:
+        data = encode(msg_type, self._next_seq, time.monotonic(), payload)
+        self._next_seq = (self._next_seq + 1) % SEQ_MODULUS
+        try:
+            if addr is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, addr)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass  # UDP is best effort: a full buffer or an absent peer loses this datagram, like the wire would
+
+    def receive(self, timeout: float) -> tuple[Packet, Address] | None:
+        """The next valid, in-order packet within `timeout` seconds, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._read_one()
+            if got is not None:
+                return got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                return None
+
+    def drain(self) -> list[tuple[Packet, Address]]:
+        """Every valid, in-order packet already waiting, without blocking."""
+        out = []
+        while (got := self._read_one()) is not None:
+            out.append(got)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read_one(self) -> tuple[Packet, Address] | None:
+        """Read datagrams until a valid one arrives or none is left; count the ones dropped."""
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except ConnectionRefusedError:  # ICMP port-unreachable for an earlier send: nobody listening yet
+                return None
+            try:
+                packet = decode(data)
+            except PacketError as exc:
+                self.drops[exc.kind] += 1
+                continue
+            if self._in_order(packet, addr):
+                self.received += 1
+                return packet, addr
+
+    def _in_order(self, packet: Packet, addr: Address) -> bool:
+        last = self._last_seq.get(addr)
+        if last is None or (packet.msg_type in SESSION_TYPES and packet.seq != last):
+            self._last_seq[addr] = packet.seq
+            return True
+        ahead = (packet.seq - last) % SEQ_MODULUS
+        if ahead == 0:
+            self.drops["duplicate"] += 1
+            return False
+        if ahead >= SEQ_MODULUS // 2:
+            self.drops["out_of_order"] += 1
+            return False
+        self._last_seq[addr] = packet.seq
+        return True
