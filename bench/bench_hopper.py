@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import shutil
 import time
@@ -31,14 +32,16 @@ from robopol.train import train  # noqa: E402
 OUT = Path(__file__).parent / "out"
 
 
-def run_robopol(policy: str, steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
+def run_robopol(policy: str, steps: int, num_envs: int, evals: int, episodes: int, seed: int,
+                extra: tuple[str, ...] = (), label: str = "") -> dict:
     per_iter = num_envs * 256
-    eval_every = max(1, steps // per_iter // evals)
-    run_dir = OUT / f"hopper-robopol-{policy}"
+    eval_every = max(1, steps // per_iter // evals) if evals else 0
+    run_dir = OUT / f"hopper-robopol-{label or policy}"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = load_run_config(["task=hopper", f"policy={policy}", f"train.total_env_steps={steps}", f"sim.num_envs={num_envs}",
                            f"train.eval_every={eval_every}", f"train.eval_episodes={episodes}", f"train.seed={seed}",
-                           "train.video=false", f"train.run_dir={run_dir}", "train.checkpoint_every=1000"])
+                           "train.video=false", f"train.run_dir={run_dir}", "train.checkpoint_every=1000",
+                           "train.progress=false", *extra])
     start = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - start
@@ -48,7 +51,7 @@ def run_robopol(policy: str, steps: int, num_envs: int, evals: int, episodes: in
     train_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"])
                         for p, r in zip(previous, train_rows))
     env_steps = int(float(train_rows[-1]["env_steps"]))
-    return {"name": f"robopol-{policy}", "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
+    return {"name": f"robopol-{label or policy}", "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
             "steps_per_second": env_steps / train_seconds,
             "curve": [{"env_steps": int(float(r["env_steps"])), "wall_time": float(r["wall_time"]),
                        "return": float(r["return_mean"])} for r in eval_rows]}
@@ -69,6 +72,28 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> float:
     return float(np.mean(returns))
 
 
+def interleaved_throughput(rounds: int, steps: int, num_envs: int) -> dict:
+    """Env steps/s of each entry, alternating short runs so a busy machine slows them all alike."""
+    entries = {
+        "robopol-ppo": lambda: run_robopol("ppo", steps, num_envs, 0, 1, 0),
+        "sb3-ppo": lambda: run_sb3(steps, num_envs, 0, 1, 0),
+        "robopol-ppo-async": lambda: run_robopol("ppo", steps, num_envs, 0, 1, 0, ("sim.vectorization=async",), "ppo-async"),
+        "robopol-fpo": lambda: run_robopol("fpo", steps, num_envs, 0, 1, 0),
+        "robopol-dppo": lambda: run_robopol("dppo", steps, num_envs, 0, 1, 0),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in entries}
+    for _ in range(rounds):
+        for name, run in entries.items():
+            rates[name].append(run()["steps_per_second"])
+            print(name, f"{rates[name][-1]:.0f} steps/s", flush=True)
+    median = {name: float(np.median(r)) for name, r in rates.items()}
+    ratios = {"robopol_ppo_over_sb3_ppo": median["robopol-ppo"] / median["sb3-ppo"],
+              "robopol_ppo_async_over_sb3_ppo": median["robopol-ppo-async"] / median["sb3-ppo"],
+              "robopol_fpo_over_robopol_ppo": median["robopol-fpo"] / median["robopol-ppo"],
+              "robopol_dppo_over_robopol_ppo": median["robopol-dppo"] / median["robopol-ppo"]}
+    return {"rounds": rounds, "steps_per_run": steps, "steps_per_second": rates, "median": median, "ratios": ratios}
+
+
 def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -79,7 +104,7 @@ def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> 
     model = PPO("MlpPolicy", venv, n_steps=256, batch_size=64, n_epochs=10, learning_rate=lambda f: 3e-4 * f,
                 gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
                 device="cpu", seed=seed, verbose=0)
-    every = steps // evals
+    every = steps // evals if evals else steps + 1
     curve: list[dict] = []
     clock = {"eval": 0.0, "start": time.perf_counter(), "next": every}
 
@@ -95,7 +120,7 @@ def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> 
 
     model.learn(total_timesteps=steps, callback=Evaluate())
     wall = time.perf_counter() - clock["start"]
-    if not curve or curve[-1]["env_steps"] < model.num_timesteps:
+    if evals and (not curve or curve[-1]["env_steps"] < model.num_timesteps):
         t = time.perf_counter()
         curve.append({"env_steps": model.num_timesteps, "wall_time": t - clock["start"], "return": sb3_evaluate(model, venv, episodes)})
         clock["eval"] += time.perf_counter() - t
@@ -130,9 +155,17 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-fpo,robopol-dppo")
+    parser.add_argument("--throughput-rounds", type=int, default=0,
+                        help="instead of learning curves, measure steps/s in this many interleaved rounds")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    if args.throughput_rounds:
+        report = interleaved_throughput(args.throughput_rounds, args.steps, args.num_envs)
+        report["machine"] = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count()}
+        (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
+        return
     results = []
     for name in args.only.split(","):
         if name == "sb3-ppo":

@@ -185,9 +185,9 @@ def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor], folder: Pat
         raise CheckpointError(f"checkpoint {folder}: {name} weights do not match its config ({str(exc).splitlines()[0]})") from None
 
 
-def load_policy(path: str | Path) -> InferencePolicy:
+def load_policy(source: str | Path | Checkpoint) -> InferencePolicy:
     """Everything needed to act from a checkpoint alone: normaliser + actor, in eval mode."""
-    ckpt = load_checkpoint(path)
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     return InferencePolicy(restore_actor(ckpt), restore_normalizer(ckpt)).eval()
 
 

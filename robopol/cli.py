@@ -35,13 +35,60 @@ def _eval(args: argparse.Namespace) -> dict:
     from robopol.evaluate import evaluate, record_video
 
     ckpt = load_checkpoint(args.checkpoint)
-    policy = load_policy(ckpt.path)
+    policy = load_policy(ckpt)
     cfg = ckpt.config
     metrics = evaluate(policy, cfg.task, cfg.policy, args.episodes or cfg.train.eval_episodes)
     if args.video:
         video = record_video(policy, cfg.task, cfg.policy, Path(args.video))
         metrics["video"] = str(video) if video else None
     return {"checkpoint": str(ckpt.path), "task": cfg.task.name, "env_steps": ckpt.env_steps, **metrics}
+
+
+def _export(args: argparse.Namespace) -> dict:
+    from robopol.export import export_checkpoint
+
+    return export_checkpoint(args.checkpoint, args.out_dir, formats=tuple(args.formats))
+
+
+def _hardware_config(overrides: list[str]) -> dict:
+    """hardware=NAME selects hardware/NAME.yaml; hardware.key=value overrides its keys."""
+    from omegaconf import OmegaConf
+
+    from robopol.config import CONFIG_ROOT
+    from robopol.errors import ConfigError
+
+    name, rest = "sim_inverted_pendulum", []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key == "hardware":
+            name = value
+        elif key.startswith("hardware."):
+            rest.append(f"{key.removeprefix('hardware.')}={value}")
+        else:
+            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME or hardware.<key>=<value>")
+    path = CONFIG_ROOT / "hardware" / f"{name}.yaml"
+    if not path.exists():
+        allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ConfigError(f"unknown hardware {name!r}; allowed: {allowed}")
+    merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(rest))
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def _deploy(args: argparse.Namespace) -> dict:
+    from robopol.hardware.deploy import run_deploy
+
+    cycles = args.cycles or None
+    duration = args.duration or (None if cycles else 10.0)
+    return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
+                      log_path=args.log)
+
+
+def _demos(args: argparse.Namespace) -> dict:
+    from robopol.demos import write_demonstrations
+
+    return write_demonstrations(args.task, args.n, Path(args.out), noise=args.noise, seed=args.seed, fmt=args.format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=0, help="default: the run's train.eval_episodes")
     p.add_argument("--video", default="", help="write a rollout video (MP4) here")
     p.set_defaults(run=_eval)
+    p = sub.add_parser("export", help="checkpoint -> ONNX + TorchScript (parity-checked) with a JSON spec")
+    p.add_argument("checkpoint")
+    p.add_argument("out_dir")
+    p.add_argument("--formats", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"])
+    p.set_defaults(run=_export)
+    p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")
+    p.add_argument("checkpoint", help="run folder, checkpoint folder or export folder")
+    p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml) and hardware.<key>=<value>")
+    p.add_argument("--cycles", type=int, default=0, help="stop after this many control cycles")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default 10)")
+    p.add_argument("--log", default="deploy_log.csv", help="per-cycle timings")
+    p.set_defaults(run=_deploy)
+    p = sub.add_parser("demos", help="write scripted-expert demonstrations (robomimic HDF5 or PushT zarr)")
+    p.add_argument("task", help="pusht | lift | can | square")
+    p.add_argument("--n", type=int, default=50, help="number of episodes")
+    p.add_argument("--out", required=True, help="output file (.hdf5) or store (.zarr)")
+    p.add_argument("--noise", type=float, default=0.0, help="expert action noise (PushT: pixels; robomimic: action units)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
+    p.set_defaults(run=_demos)
     return parser
 
 

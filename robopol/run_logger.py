@@ -87,6 +87,27 @@ class RunLogger:
         plt.close(fig)
         return path
 
+    def plot_metrics(self, stream: str, keys: tuple[str, ...], title: str, name: str, xlabel: str = "env steps",
+                     log_y: bool = False) -> Path:
+        """<run>/<name>: the given columns of one stream against its step column (e.g. a BC loss curve)."""
+        path = self.run_dir / name
+        rows = self.read(stream)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            points = [(float(r["env_steps"]), float(r[key])) for r in rows if r.get(key)]
+            if points:
+                ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=key)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -21,7 +21,8 @@ from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.data.rollout import RolloutBuffer
 from robopol.errors import CheckpointError, ConfigError
 from robopol.evaluate import evaluate, record_video
-from robopol.policies.base import ChunkSpec
+from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.factory import make_actor
 from robopol.policies.inference import InferencePolicy
 from robopol.run_logger import RunLogger
@@ -47,6 +48,10 @@ class Trainer:
         self.spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
         self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.clip_obs)
         actor = make_actor(self.spec, pol.actor)
+        if cfg.train.pretrained:
+            self._load_pretrained(actor, cfg.train.pretrained)
+        # A behaviour-cloned actor keeps the normaliser it was trained with.
+        self.update_obs_stats = cfg.sim.normalize_obs and not cfg.train.pretrained
         critic = ValueCritic(obs_dim, pol.n_obs_steps, pol.critic.hidden, pol.critic.activation)
         self.algo = ALGORITHMS[pol.algo.name][1](pol.algo, actor, critic)
         self.envs = make_vec_env(cfg.task, pol, cfg.sim.num_envs, cfg.sim.vectorization)
@@ -55,6 +60,7 @@ class Trainer:
         self.reward_scaler = RewardScaler(cfg.sim.num_envs, pol.algo.gamma) if cfg.sim.normalize_reward else None
         self.logger = RunLogger(run_dir)
         self.env_steps, self.iteration, self.wall_time = 0, 0, 0.0
+        self.started = time.perf_counter()
         self.recent_returns: list[float] = []
         if resume is not None:
             self._restore(resume)
@@ -106,7 +112,7 @@ class Trainer:
         executed = 0
         for _ in range(self.cfg.train.rollout_steps):
             obs = torch.from_numpy(self.obs).float()
-            if self.cfg.sim.normalize_obs:
+            if self.update_obs_stats:
                 norm.update(obs)
             obs_n = norm.normalize_obs(obs)
             actions, extras = algo.act(obs_n)
@@ -144,7 +150,26 @@ class Trainer:
         self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
         return metrics
 
-    # ---- checkpoint and resume ----
+    # ---- pretrained start, checkpoint and resume ----
+    def _load_pretrained(self, actor: Actor, path: str) -> None:
+        """Fine-tuning starts from a (behaviour-cloned) checkpoint's actor weights and normaliser; a
+        diffusion actor then runs its last ft_denoising_steps on a trainable copy (DPPO)."""
+        ckpt = load_checkpoint(path)
+        mine, theirs = self.spec, ckpt.spec
+        if mine != theirs:
+            raise CheckpointError(f"train.pretrained: {ckpt.path} was trained for {theirs}, but this run needs {mine}")
+        if ckpt.config.policy.actor.type != self.cfg.policy.actor.type:
+            raise CheckpointError(f"train.pretrained: {ckpt.path} holds a {ckpt.config.policy.actor.type} actor; "
+                                  f"policy.actor.type is {self.cfg.policy.actor.type}")
+        for name, module in (("actor", actor), ("normalizer", self.normalizer)):
+            try:
+                module.load_state_dict(ckpt.module_weights(name))
+            except RuntimeError as exc:
+                raise CheckpointError(f"train.pretrained: {name} weights of {ckpt.path} do not fit this config "
+                                      f"({str(exc).splitlines()[0]})") from None
+        if isinstance(actor, DiffusionActor) and actor.ft_denoising_steps < actor.num_sampling_steps:
+            actor.finetune_last(actor.ft_denoising_steps)
+
     def save(self) -> Path:
         state: dict[str, Any] = {
             "env_steps": self.env_steps, "iteration": self.iteration, "wall_time": self.wall_time, "algo": self.algo.state_dict(),
@@ -182,7 +207,7 @@ class Trainer:
 
 def _executed_steps(info: dict[str, Any], ended: np.ndarray) -> int:
     """Env steps run by one vector step: a finished env's count is in final_info (SAME_STEP reset)."""
-    steps = np.asarray(info["chunk_steps"])
+    steps = np.asarray(info.get("chunk_steps", np.zeros(len(ended), dtype=int)))
     if ended.any():
         steps = np.where(ended, info["final_info"]["chunk_steps"], steps)
     return int(steps.sum())

@@ -16,4 +16,7 @@ python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || tr
 python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
     || python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# robomimic 0.3.0 only for reading our files with its own SequenceDataset in the tests; its declared
+# dependencies (torchvision, mujoco_py) would replace the CPU torch, so it comes without them.
+python -c "import robomimic" 2>/dev/null || python -m pip install -q --no-deps robomimic==0.3.0 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch was replaced by {v}')"
