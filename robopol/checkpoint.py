@@ -4,12 +4,12 @@ Layout of a run folder:
     run_dir/checkpoints/step_<env steps>/{model.safetensors, config.json, trainer_state.safetensors, trainer_state.json}
     run_dir/checkpoints/LATEST   name of the newest complete checkpoint
 A checkpoint is written into a hidden temporary folder, fsynced and renamed into place before LATEST
-(itself replaced atomically) points at it, so a SIGKILL at any moment leaves the previous one intact."""
+(itself replaced atomically) points at it, so a SIGKILL at any moment leaves the previous one intact.
+At most KEEP checkpoints are kept."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robopol.config import RunConfig
+from robopol.data.atomic import atomic_output
 from robopol.data.normalizer import Normalizer
 from robopol.errors import CheckpointError, RobopolError
 from robopol.policies.base import ChunkSpec
@@ -30,21 +31,6 @@ from robopol.typed_config import build, to_dict
 
 FORMAT_VERSION = 1
 KEEP = 2
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -93,34 +79,23 @@ def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps
                     modules: dict[str, torch.nn.Module], trainer_state: dict[str, Any]) -> Path:
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
+    for stale in root.glob(".*.tmp"):  # left by a write that was killed
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step_{env_steps:012d}"
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    tmp.mkdir()
-    weights = {f"{m}.{k}": v.detach().contiguous() for m, module in modules.items() for k, v in module.state_dict().items()}
-    save_file(weights, tmp / "model.safetensors", metadata={"format_version": str(FORMAT_VERSION)})
-    meta = {"format_version": FORMAT_VERSION, "env_steps": env_steps, "spec": spec.__dict__, "config": to_dict(config)}
-    _fsync_write(tmp / "config.json", json.dumps(meta, indent=2).encode())
-    tensors: dict[str, torch.Tensor] = {}
-    state_json = _split_state(trainer_state, "s", tensors)
-    save_file(tensors, tmp / "trainer_state.safetensors")
-    _fsync_write(tmp / "trainer_state.json", json.dumps(state_json).encode())
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    latest_tmp = root / f".tmp-LATEST-{os.getpid()}"
-    _fsync_write(latest_tmp, name.encode())
-    os.replace(latest_tmp, root / "LATEST")
-    _fsync_dir(root)
+    with atomic_output(root / name, directory=True) as folder:
+        weights = {f"{m}.{k}": v.detach().contiguous() for m, module in modules.items() for k, v in module.state_dict().items()}
+        save_file(weights, folder / "model.safetensors", metadata={"format_version": str(FORMAT_VERSION)})
+        meta = {"format_version": FORMAT_VERSION, "env_steps": env_steps, "spec": spec.__dict__, "config": to_dict(config)}
+        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        tensors: dict[str, torch.Tensor] = {}
+        state_json = _split_state(trainer_state, "s", tensors)
+        save_file(tensors, folder / "trainer_state.safetensors")
+        (folder / "trainer_state.json").write_text(json.dumps(state_json))
+    with atomic_output(root / "LATEST") as latest:
+        latest.write_text(name)
     for old in sorted(p for p in root.glob("step_*") if p.name != name)[:-(KEEP - 1) or None]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return root / name
 
 
 def resolve(path: str | Path) -> Path:

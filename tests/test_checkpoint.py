@@ -56,7 +56,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     assert load_checkpoint(tmp_path).path == before
     monkeypatch.undo()
     assert trainer.save().name == f"step_{trainer.env_steps:012d}"
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # the half-written folder was cleaned up
+    assert not list((tmp_path / "checkpoints").glob(".*"))  # the half-written folder was cleaned up
 
 
 def test_missing_and_dangling_checkpoints_raise_checkpoint_error(tmp_path):
