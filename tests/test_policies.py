@@ -21,6 +21,8 @@ def test_gaussian_log_prob_matches_torch_distributions_on_executed_actions():
     obs, actions = torch.randn(5, 2, 3), torch.randn(5, 4, 2)
     expected = Normal(actor.mean(obs)[:, :2], actor.log_std[:2].exp()).log_prob(actions[:, :2]).sum(dim=(1, 2))
     torch.testing.assert_close(actor.log_prob(obs, actions), expected)
+    noise = torch.randn(5, 4, 2)
+    torch.testing.assert_close(actor.noise_log_prob(noise), actor.log_prob(obs, actor.sample(obs, noise)))
     entropy = Normal(torch.zeros(2, 2), actor.log_std[:2].exp()).entropy().sum()
     torch.testing.assert_close(actor.entropy(), entropy)
 

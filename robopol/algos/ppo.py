@@ -24,8 +24,8 @@ class PPO(OnPolicyAlgorithm):
         return {"log_prob": ()}
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        actions = self.actor.sample(obs, torch.randn(self.actor.noise_shape(obs.shape[0])))
-        return actions, {"log_prob": self.actor.log_prob(obs, actions)}
+        noise = torch.randn(self.actor.noise_shape(obs.shape[0]))
+        return self.actor.sample(obs, noise), {"log_prob": self.actor.noise_log_prob(noise)}
 
     def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
         log_ratio = self.actor.log_prob(batch["obs"], batch["actions"]) - batch["log_prob"]

@@ -41,6 +41,11 @@ class GaussianActor(Actor):
         z = (actions[:, :steps] - mean) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(dim=(1, 2))
 
+    def noise_log_prob(self, noise: torch.Tensor) -> torch.Tensor:
+        """log_prob(obs, sample(obs, noise)) without a second forward pass: (a - mu) / std is the noise."""
+        steps = self.spec.n_action_steps
+        return (-0.5 * noise[:, :steps].pow(2) - self.log_std[:steps] - 0.5 * LOG_2PI).sum(dim=(1, 2))
+
     def entropy(self) -> torch.Tensor:
         return (self.log_std[: self.spec.n_action_steps] + 0.5 * (1.0 + LOG_2PI)).sum()
 
