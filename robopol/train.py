@@ -97,6 +97,8 @@ class Trainer:
         finally:
             bar.close()
             self.envs.close()
+        if not result:  # resumed a run that had already finished
+            result = self.evaluate()
         if cfg.video:
             record_video(self.policy(), self.cfg.task, self.cfg.policy, self.run_dir / "eval.mp4")
         self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
