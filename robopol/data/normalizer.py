@@ -28,7 +28,7 @@ class Normalizer(nn.Module):
         """Fold a batch of raw observations (..., obs_dim) into the running mean and variance."""
         flat = obs.reshape(-1, obs.shape[-1]).double()
         n = flat.shape[0]
-        mean, var = flat.mean(0), flat.var(0, unbiased=False)
+        var, mean = torch.var_mean(flat, dim=0, unbiased=False)
         total = self.count + n
         delta = mean - self.obs_mean.double()
         new_mean = self.obs_mean.double() + delta * n / total

@@ -61,7 +61,6 @@ def make_base_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
 
 def make_env(task: TaskConfig, policy: PolicyConfig, render_mode: str | None = None) -> gym.Env:
     env = make_base_env(task, render_mode)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
     env = ObservationHistory(env, policy.n_obs_steps)
     return ActionChunk(env, policy.n_action_steps)
 

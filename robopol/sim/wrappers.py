@@ -24,17 +24,27 @@ class ObservationHistory(gym.Wrapper):
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self.frames.extend([np.asarray(obs, dtype=np.float32)] * self.frames.maxlen)
-        return np.stack(self.frames), info
+        return self._history(), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.frames.append(np.asarray(obs, dtype=np.float32))
-        return np.stack(self.frames), reward, terminated, truncated, info
+        return self._history(), reward, terminated, truncated, info
+
+    def _history(self) -> np.ndarray:
+        if self.frames.maxlen == 1:  # the common case: no copy through np.stack
+            return self.frames[0][None]
+        return np.stack(self.frames)
 
 
 class ActionChunk(gym.Wrapper):
     """One step executes up to `n_action_steps` actions; the reward is their sum and the chunk stops
-    early when the episode ends, so an algorithm's transition is one executed chunk."""
+    early when the episode ends, so an algorithm's transition is one executed chunk.
+
+    Its info holds only what robopol reads (chunk_steps, is_success and the keys in PASS_INFO):
+    vector envs merge every info key of every env on every step, which costs more than the policy."""
+
+    PASS_INFO = ("max_coverage",)
 
     def __init__(self, env: gym.Env, n_action_steps: int) -> None:
         super().__init__(env)
@@ -52,5 +62,5 @@ class ActionChunk(gym.Wrapper):
             success = success or bool(info.get("is_success", False))
             if terminated or truncated:
                 break
-        info = {**info, "chunk_steps": executed, "is_success": success}
-        return obs, total, terminated, truncated, info
+        kept = {key: info[key] for key in self.PASS_INFO if key in info}
+        return obs, total, terminated, truncated, {**kept, "chunk_steps": executed, "is_success": success}
