@@ -1,5 +1,9 @@
 """Evaluation: deterministic sampling on fixed seeds disjoint from training, batched across episodes,
-and a rollout video when offscreen rendering is available."""
+and a rollout video when offscreen rendering is available.
+
+Metrics include each benchmark's protocol (robopol.protocols): `success_rate` (robomimic: success at
+any step) and, for PushT, `mean_max_reward`, the mean over episodes of the per-episode max of
+clip(coverage / 0.95, 0, 1), diffusion_policy's test/mean_score."""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ import logging
 import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import SyncVectorEnv
 
 from robopol.config import PolicyConfig, TaskConfig
 from robopol.policies.inference import InferencePolicy
+from robopol.protocols import SUCCESS_COVERAGE
 from robopol.sim.factory import EVAL_SEED_BASE, make_env
 
 log = logging.getLogger(__name__)
@@ -21,37 +26,73 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def evaluate(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, episodes: int,
              seed_base: int = EVAL_SEED_BASE) -> dict[str, float]:
-    """Run `episodes` episodes in parallel, one per seed seed_base + i; zero noise (deterministic)."""
-    envs = SyncVectorEnv([lambda: make_env(task, policy_cfg) for _ in range(episodes)])
+    """Run `episodes` episodes side by side, one per seed seed_base + i; zero noise (deterministic).
+    The policy acts on all unfinished episodes in one batch; finished ones are not stepped again
+    (slow simulators such as robosuite spend no time on them)."""
+    envs = [make_env(task, policy_cfg) for _ in range(episodes)]
     try:
-        obs, _ = envs.reset(seed=[seed_base + i for i in range(episodes)])
+        obs = np.stack([env.reset(seed=seed_base + i)[0] for i, env in enumerate(envs)])
         returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
+        max_coverage = np.zeros(episodes)
         success, active = np.zeros(episodes, dtype=bool), np.ones(episodes, dtype=bool)
-        noise = torch.zeros(policy.noise_shape(episodes))
         while active.any():
-            actions = policy(torch.as_tensor(obs, dtype=torch.float32), noise)[:, : policy.n_action_steps]
-            obs, reward, terminated, truncated, info = envs.step(actions.numpy())
-            returns += reward * active
-            lengths += np.asarray(info.get("chunk_steps", 1)) * active
-            success |= np.asarray(info.get("is_success", False), dtype=bool) & active
-            active &= ~(terminated | truncated)
+            idx = np.flatnonzero(active)
+            noise = torch.zeros(policy.noise_shape(len(idx)))
+            actions = policy(torch.as_tensor(obs[idx], dtype=torch.float32), noise)[:, : policy.n_action_steps]
+            for i, action in zip(idx, actions.numpy()):
+                obs[i], reward, terminated, truncated, info = envs[i].step(action)
+                returns[i] += reward
+                max_coverage[i] = info.get("max_coverage", 0.0)
+                lengths[i] += info.get("chunk_steps", 1)
+                success[i] |= bool(info.get("is_success", False))
+                active[i] = not (terminated or truncated)
     finally:
-        envs.close()
-    return {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            "length_mean": float(lengths.mean()), "success_rate": float(success.mean()), "episodes": episodes}
+        for env in envs:
+            env.close()
+    metrics = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+               "length_mean": float(lengths.mean()), "success_rate": float(success.mean()), "episodes": episodes}
+    if task.backend == "pusht":
+        metrics["mean_max_reward"] = float(np.clip(max_coverage / SUCCESS_COVERAGE, 0.0, 1.0).mean())
+    return metrics
+
+
+def _renders_with_mujoco(task: TaskConfig) -> bool:
+    if task.backend == "robomimic":
+        return True
+    return task.backend == "gym" and "mujoco" in str(gym.spec(task.env_id).entry_point)
+
+
+def _offscreen_gl_problem() -> str | None:
+    """Why MuJoCo cannot open an offscreen GL context here, or None. Probing first keeps a failed
+    renderer from being built (gymnasium's viewer then prints errors when it is garbage-collected)."""
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(16, 16)
+        context.make_current()
+        context.free()
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @torch.inference_mode()
 def record_video(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, path: Path,
                  seed: int = EVAL_SEED_BASE, max_frames: int = 1000) -> Path | None:
     """One deterministic episode rendered offscreen to MP4; None (and a warning) when there is no GL."""
+    problem = _offscreen_gl_problem() if _renders_with_mujoco(task) else None
+    env = None
     try:
+        if problem:
+            raise RuntimeError(problem)
         env = make_env(task, policy_cfg, render_mode="rgb_array")
         obs, _ = env.reset(seed=seed)
         frames = [env.render()]
     except Exception as exc:  # noqa: BLE001  (GL back-ends fail in many ways; a video is optional)
-        warnings.warn(f"no rollout video: offscreen rendering is unavailable ({type(exc).__name__}: {exc}). "
-                      "On Debian install libosmesa6 and set MUJOCO_GL=osmesa.", stacklevel=2)
+        warnings.warn(f"no rollout video: offscreen rendering is unavailable ({exc}). "
+                      "On Debian install libosmesa6 and set MUJOCO_GL=osmesa.", stacklevel=1)
+        if env is not None:
+            env.close()
         return None
     import imageio.v2 as imageio
 

@@ -9,6 +9,21 @@ from robopol.sim import pusht
 from robopol.sim.robomimic import OBS_KEYS, make_robomimic_env
 
 
+def test_pusht_success_reward_pays_only_on_success_and_tracks_the_best_coverage():
+    from robopol.experts import make_expert
+    from robopol.protocols import run_episodes
+
+    env = pusht.make_pusht_env({"reward": "success"}, None)
+    expert = make_expert("pusht")
+    (record,) = run_episodes(env, lambda obs: expert.act(obs, env), [5], reset=expert.reset,
+                             recorder=lambda e: {"best": np.float64(e.max_coverage)})
+    assert record.success and record.rewards[-1] == 1.0 and record.rewards[:-1].sum() == 0.0
+    best = record.extras["best"][1:]
+    np.testing.assert_allclose(best, np.maximum.accumulate(record.coverage))
+    with pytest.raises(ConfigError, match="task.env_kwargs.reward"):
+        pusht.make_pusht_env({"reward": "dense"}, None)
+
+
 @pytest.mark.parametrize("obs_type, dim", [("state", 5), ("keypoints", 18), ("pixels", 96 * 96 * 3)])
 def test_pusht_observations_are_flat_float32(obs_type, dim):
     env = pusht.make_pusht_env({"obs_type": obs_type}, None)

@@ -11,7 +11,12 @@ Observation types (env_kwargs["obs_type"]), always a flat float32 vector:
   gym-pusht's corners, not diffusion_policy's 9 pixel-sampled keypoints (20-dim obs), which cannot
   be recomputed exactly; train on diffusion_policy data with "state" to evaluate here.
 - "pixels" (96*96*3): the rendered image in HWC order, values 0..255.
-Actions are native: the agent's target position in [0, 512]^2."""
+Actions are native: the agent's target position in [0, 512]^2.
+
+env_kwargs `reward`: "coverage" (gym-pusht's dense reward) or "success" (1.0 on the step the task
+succeeds, else 0). Fine-tune a BC policy with "success": the episode ends on success, so under the
+dense reward a return-maximising policy learns to hover just short of the goal. Either way
+info["max_coverage"] is the episode's best coverage so far, which the evaluation protocol scores."""
 
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ _OBS_TYPES = {"state": "state", "keypoints": "environment_state_agent_pos", "pix
 @dataclass
 class PushTKwargs:
     obs_type: str = field("state", choices=tuple(_OBS_TYPES))
+    reward: str = field("coverage", choices=("coverage", "success"))
     max_episode_steps: int = field(MAX_EPISODE_STEPS, gt=0)
     damping: float | None = None
     observation_width: int = field(96, gt=0)
@@ -63,14 +69,16 @@ def make_pusht_env(env_kwargs: dict[str, Any], render_mode: str | None) -> gym.E
         observation_width=kw.observation_width, observation_height=kw.observation_height,
         visualization_width=kw.visualization_width, visualization_height=kw.visualization_height,
     )
-    return FlatPushT(inner)
+    return FlatPushT(inner, sparse=kw.reward == "success")
 
 
 class FlatPushT(gym.ObservationWrapper):
-    """Flattens gym-pusht's observations to float32 and reports `coverage` on reset too."""
+    """Flattens gym-pusht's observations to float32, reports `coverage` on reset too and the
+    episode's `max_coverage`; `sparse` replaces the reward by the success indicator."""
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, sparse: bool = False):
         super().__init__(env)
+        self.sparse, self.max_coverage = sparse, 0.0
         space = env.observation_space
         parts = [space[k] for k in ("environment_state", "agent_pos")] if isinstance(space, gym.spaces.Dict) else [space]
         self.observation_space = gym.spaces.Box(
@@ -84,12 +92,16 @@ class FlatPushT(gym.ObservationWrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
-        info["coverage"] = float(self.env.unwrapped._get_coverage())
+        info["coverage"] = self.max_coverage = float(self.env.unwrapped._get_coverage())
+        info["max_coverage"] = self.max_coverage
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         info["is_success"] = bool(info["is_success"])
+        self.max_coverage = info["max_coverage"] = max(self.max_coverage, float(info["coverage"]))
+        if self.sparse:
+            reward = float(info["is_success"])
         return obs, float(reward), bool(terminated), bool(truncated), info
 
 
