@@ -1,4 +1,4 @@
-"""`robopol <command>`: train | resume | eval (and the commands later issues add).
+"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos.
 
 User mistakes (RobopolError) end with one line on stderr and exit code 2, never a traceback."""
 
@@ -20,6 +20,14 @@ def _train(args: argparse.Namespace) -> dict:
     from robopol.train import train
 
     run_dir, metrics = train(load_run_config(args.overrides))
+    return {"run_dir": str(run_dir), **metrics}
+
+
+def _pretrain(args: argparse.Namespace) -> dict:
+    from robopol.config import load_run_config
+    from robopol.pretrain import pretrain
+
+    run_dir, metrics = pretrain(load_run_config(args.overrides))
     return {"run_dir": str(run_dir), **metrics}
 
 
@@ -97,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a policy: robopol train task=hopper policy=fpo key=value ...")
     p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME sim=NAME and dotted key=value overrides")
     p.set_defaults(run=_train)
+    p = sub.add_parser("pretrain", help="behaviour cloning: robopol pretrain task=lift policy=bc_diffusion "
+                                        "policy.algo.dataset=demos/lift.hdf5")
+    p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME and dotted key=value overrides")
+    p.set_defaults(run=_pretrain)
     p = sub.add_parser("resume", help="continue a killed or finished run from its newest checkpoint")
     p.add_argument("run_dir")
     p.set_defaults(run=_resume)

@@ -231,6 +231,7 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
 
 
 def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
+    ALGORITHMS[cfg.policy.algo.name]  # fails at once, before any file is written, for offline-only algorithms
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
     if (run_dir / "checkpoints" / "LATEST").exists():
         raise ConfigError(f"train.run_dir: {run_dir} already holds a run; continue it with `robopol resume {run_dir}` "

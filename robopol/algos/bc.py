@@ -1,0 +1,70 @@
+"""Behaviour cloning: the actor's own supervised loss (denoising, flow matching or Gaussian NLL) on
+demonstrated action chunks, with AdamW, a linear warm-up into a cosine decay, and EMA weights
+(diffusion_policy's recipe). Run by `robopol pretrain`, never by the RL trainer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from robopol.config import AlgoConfig
+from robopol.policies.base import Actor
+from robopol.policies.ema import EMA
+from robopol.typed_config import field
+
+
+@dataclass
+class BCConfig(AlgoConfig):
+    actor_types: ClassVar[tuple[str, ...]] = ("diffusion", "flow", "gaussian")
+    name: str = "bc"
+    dataset: str = field("", doc="robomimic HDF5 file or PushT zarr store made for the task")
+    num_steps: int = field(20_000, ge=1, doc="gradient steps")
+    batch_size: int = field(256, ge=1)
+    lr: float = field(1e-4, gt=0)
+    weight_decay: float = field(1e-6, ge=0)
+    warmup_steps: int = field(500, ge=0)
+    ema_decay: float = field(0.995, ge=0, lt=1, doc="cap of diffusion_policy's warm-up EMA schedule")
+    val_every: int = field(1000, ge=0, doc="steps between validation losses on mask/valid demos; 0: never")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR multiplier: linear from 0 over warm-up, then cosine to 0 at total_steps."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class BC:
+    def __init__(self, cfg: BCConfig, actor: Actor) -> None:
+        self.cfg, self.actor = cfg, actor
+        self.optimizer = torch.optim.AdamW(actor.parameters(), lr=cfg.lr, betas=(0.95, 0.999),
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(cfg.warmup_steps, cfg.num_steps))
+        self.ema = EMA(actor, cfg.ema_decay)
+
+    def update(self, obs: torch.Tensor, actions: torch.Tensor) -> float:
+        """One gradient step on a batch of normalised windows; returns the batch loss."""
+        loss = self.actor.loss(obs, actions)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update()
+        return loss.item()
+
+    @torch.no_grad()
+    def validation_loss(self, obs: torch.Tensor, actions: torch.Tensor, seed: int = 0) -> float:
+        """The EMA actor's loss with fixed noise draws, so successive values are comparable."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return self.ema.average.loss(obs, actions).item()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
