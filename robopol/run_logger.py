@@ -70,34 +70,26 @@ class RunLogger:
             writer.writerows(rows)
 
     def plot(self, title: str) -> Path:
-        path = self.run_dir / "learning_curve.png"
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for stream, key, label in (("train", "episode_return", "training episodes"), ("eval", "return_mean", "evaluation")):
-            rows = [r for r in self.read(stream) if r.get(key)]
-            if rows:
-                ax.plot([float(r["env_steps"]) for r in rows], [float(r[key]) for r in rows], marker="o" if stream == "eval" else None,
-                        label=label)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("return")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        """<run>/learning_curve.png: training-episode and evaluation returns against env steps."""
+        return self.plot_curves("learning_curve.png", [("train", "episode_return", "training episodes"),
+                                                       ("eval", "return_mean", "evaluation")], title, ylabel="return")
 
     def plot_metrics(self, stream: str, keys: tuple[str, ...], title: str, name: str, xlabel: str = "env steps",
                      log_y: bool = False) -> Path:
         """<run>/<name>: the given columns of one stream against its step column (e.g. a BC loss curve)."""
+        return self.plot_curves(name, [(stream, key, key) for key in keys], title, xlabel, log_y=log_y)
+
+    def plot_curves(self, name: str, series: list[tuple[str, str, str]], title: str, xlabel: str = "env steps",
+                    ylabel: str = "", log_y: bool = False) -> Path:
+        """One PNG of (stream, column, label) series against each stream's step column."""
         path = self.run_dir / name
-        rows = self.read(stream)
         fig, ax = plt.subplots(figsize=(7, 4))
-        for key in keys:
-            points = [(float(r["env_steps"]), float(r[key])) for r in rows if r.get(key)]
+        for stream, key, label in series:
+            points = [(float(r["env_steps"]), float(r[key])) for r in self.read(stream) if r.get(key)]
             if points:
-                ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=key)
+                ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         if log_y:
             ax.set_yscale("log")
