@@ -38,13 +38,13 @@ def default_run_dir(cfg: RunConfig) -> Path:
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None = None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
+        obs_dim, act_dim, low, high = env_spec(cfg.task)  # an unusable task fails before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         torch.set_num_threads(cfg.train.threads)
         self._seed(cfg.train.seed)
 
         pol = cfg.policy
-        obs_dim, act_dim, low, high = env_spec(cfg.task)
         self.spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
         self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.clip_obs)
         actor = make_actor(self.spec, pol.actor)

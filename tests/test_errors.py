@@ -24,8 +24,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, fragments", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_gives_one_clear_error(argv, fragments, capsys):
+def test_bad_input_gives_one_clear_error(argv, fragments, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
+    assert not (tmp_path / "runs").exists(), "a rejected command must not leave a run folder behind"
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     for fragment in fragments:
