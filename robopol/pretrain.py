@@ -20,7 +20,7 @@ from tqdm import tqdm
 from robopol.algos.bc import BC, BCConfig
 from robopol.checkpoint import save_checkpoint
 from robopol.config import RunConfig
-from robopol.data.datasets import load_demonstrations
+from robopol.data.datasets import check_dimensions, load_demonstrations
 from robopol.data.episodes import Demonstrations, Episode
 from robopol.data.normalizer import Normalizer
 from robopol.data.windows import Windows, make_windows
@@ -65,8 +65,9 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[st
     np.random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
 
+    demos = load_demonstrations(algo.dataset, cfg.task)
     obs_dim, act_dim, low, high = env_spec(cfg.task)
-    demos = load_demonstrations(algo.dataset, cfg.task, obs_dim, act_dim)
+    check_dimensions(demos, algo.dataset, cfg.task, obs_dim, act_dim)
     pol = cfg.policy
     spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
     train_eps, valid_eps = split_episodes(demos)

@@ -30,8 +30,8 @@ def demo_task(task: TaskConfig) -> str:
                       "behaviour cloning needs a task with backend pusht or robomimic")
 
 
-def load_demonstrations(path: str | Path, task: TaskConfig, obs_dim: int, act_dim: int) -> Demonstrations:
-    """Read `path` for `task` and check it against the env's observation / action dimensions."""
+def load_demonstrations(path: str | Path, task: TaskConfig) -> Demonstrations:
+    """Read `path` for `task`; reading first means a wrong path fails before any env is built."""
     if not str(path):
         raise ConfigError("policy.algo.dataset: not set; give a robomimic HDF5 file or a PushT zarr store "
                           "(make one with `robopol demos`)")
@@ -52,7 +52,11 @@ def load_demonstrations(path: str | Path, task: TaskConfig, obs_dim: int, act_di
                         "reads robomimic HDF5 files")
     else:
         demos = read_robomimic_hdf5(path, name)
+    return demos
+
+
+def check_dimensions(demos: Demonstrations, path: str | Path, task: TaskConfig, obs_dim: int, act_dim: int) -> None:
+    """The file's observation / action sizes must be the env's."""
     if (demos.obs_dim, demos.act_dim) != (obs_dim, act_dim):
         raise DataError(f"policy.algo.dataset: {path} has {demos.obs_dim}-dim observations and {demos.act_dim}-dim "
                         f"actions; task {task.name!r} has {obs_dim} and {act_dim}")
-    return demos
