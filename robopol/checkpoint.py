@@ -74,6 +74,14 @@ class Checkpoint:
         prefix = f"{name}."
         return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
 
+    def load_into(self, name: str, module: torch.nn.Module, purpose: str) -> None:
+        """Load the `name` weights into `module`; a mismatch becomes one error naming `purpose` and the cause."""
+        try:
+            module.load_state_dict(self.module_weights(name))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{purpose}: {name} weights of {self.path} do not fit this config "
+                                  f"({str(exc).splitlines()[0]})") from None
+
 
 def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps: int,
                     modules: dict[str, torch.nn.Module], trainer_state: dict[str, Any]) -> Path:
@@ -139,7 +147,7 @@ def restore_actor(ckpt: Checkpoint) -> torch.nn.Module:
     weights = ckpt.module_weights("actor")
     if isinstance(actor, DiffusionActor) and any(k.startswith("ft_model.") for k in weights):
         actor.finetune_last(ckpt.config.policy.actor.ft_denoising_steps or actor.num_sampling_steps)  # type: ignore[union-attr]
-    _load(actor, weights, ckpt.path, "actor")
+    ckpt.load_into("actor", actor, "checkpoint")
     return actor
 
 
@@ -149,15 +157,8 @@ def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
         raise CheckpointError(f"checkpoint {ckpt.path}: no normaliser statistics in model.safetensors")
     normalizer = Normalizer(ckpt.spec.obs_dim, weights["action_low"].numpy(), weights["action_high"].numpy(),
                             ckpt.config.sim.clip_obs)
-    _load(normalizer, weights, ckpt.path, "normalizer")
+    ckpt.load_into("normalizer", normalizer, "checkpoint")
     return normalizer
-
-
-def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor], folder: Path, name: str) -> None:
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {folder}: {name} weights do not match its config ({str(exc).splitlines()[0]})") from None
 
 
 def load_policy(source: str | Path | Checkpoint) -> InferencePolicy:

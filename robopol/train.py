@@ -163,12 +163,8 @@ class Trainer:
         if ckpt.config.policy.actor.type != self.cfg.policy.actor.type:
             raise CheckpointError(f"train.pretrained: {ckpt.path} holds a {ckpt.config.policy.actor.type} actor; "
                                   f"policy.actor.type is {self.cfg.policy.actor.type}")
-        for name, module in (("actor", actor), ("normalizer", self.normalizer)):
-            try:
-                module.load_state_dict(ckpt.module_weights(name))
-            except RuntimeError as exc:
-                raise CheckpointError(f"train.pretrained: {name} weights of {ckpt.path} do not fit this config "
-                                      f"({str(exc).splitlines()[0]})") from None
+        ckpt.load_into("actor", actor, "train.pretrained")
+        ckpt.load_into("normalizer", self.normalizer, "train.pretrained")
         if isinstance(actor, DiffusionActor) and actor.ft_denoising_steps < actor.num_sampling_steps:
             actor.finetune_last(actor.ft_denoising_steps)
 
@@ -183,12 +179,8 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.cfg, self.spec, self.env_steps, modules, state)
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        modules = {**self.algo.modules(), "normalizer": self.normalizer}
-        for name, module in modules.items():
-            try:
-                module.load_state_dict(ckpt.module_weights(name))
-            except RuntimeError as exc:
-                raise CheckpointError(f"cannot resume from {ckpt.path}: {name} does not match ({str(exc).splitlines()[0]})") from None
+        for name, module in {**self.algo.modules(), "normalizer": self.normalizer}.items():
+            ckpt.load_into(name, module, "resume")
         state = ckpt.trainer_state()
         for name, optimizer in self.algo.optimizers().items():
             optimizer.load_state_dict(state["optimizers"][name])
