@@ -64,30 +64,31 @@ class InferenceBackend(abc.ABC):
     def __call__(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
 
 
-class EagerBackend(InferenceBackend):
-    name = "eager"
+class TorchModuleBackend(InferenceBackend):
+    """A torch module called single-threaded under inference mode (eager or TorchScript)."""
 
-    def __init__(self, policy: torch.nn.Module) -> None:
-        super().__init__(PolicySpec.of(policy))
-        torch.set_num_threads(1)
-        self.policy = policy.eval()
-
-    def __call__(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.policy(torch.from_numpy(obs), torch.from_numpy(noise)).numpy()
-
-
-class TorchScriptBackend(InferenceBackend):
-    name = "torchscript"
-
-    def __init__(self, path: Path, spec: PolicySpec) -> None:
+    def __init__(self, module: torch.nn.Module, spec: PolicySpec) -> None:
         super().__init__(spec)
         torch.set_num_threads(1)
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        self.module = module.eval()
 
     def __call__(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.module(torch.from_numpy(obs), torch.from_numpy(noise)).numpy()
+
+
+class EagerBackend(TorchModuleBackend):
+    name = "eager"
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__(policy, PolicySpec.of(policy))
+
+
+class TorchScriptBackend(TorchModuleBackend):
+    name = "torchscript"
+
+    def __init__(self, path: Path, spec: PolicySpec) -> None:
+        super().__init__(torch.jit.load(str(path), map_location="cpu"), spec)
 
 
 class OnnxBackend(InferenceBackend):
