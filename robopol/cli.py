@@ -39,17 +39,26 @@ def _resume(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
+    """Protocol metrics on fixed seeds, written with a rollout video to --out (default: an `eval`
+    folder in the given run or checkpoint folder), so a reported number has its file and its video."""
     from robopol.checkpoint import load_checkpoint, load_policy
+    from robopol.data.atomic import atomic_output
     from robopol.evaluate import evaluate, record_video
+    from robopol.sim.factory import EVAL_SEED_BASE
 
     ckpt = load_checkpoint(args.checkpoint)
     policy = load_policy(ckpt)
     cfg = ckpt.config
-    metrics = evaluate(policy, cfg.task, cfg.policy, args.episodes or cfg.train.eval_episodes)
-    if args.video:
-        video = record_video(policy, cfg.task, cfg.policy, Path(args.video))
-        metrics["video"] = str(video) if video else None
-    return {"checkpoint": str(ckpt.path), "task": cfg.task.name, "env_steps": ckpt.env_steps, **metrics}
+    episodes = args.episodes or cfg.train.eval_episodes
+    out = Path(args.out or Path(args.checkpoint) / "eval")
+    result = {"checkpoint": str(ckpt.path), "task": cfg.task.name, "env_steps": ckpt.env_steps,
+              "seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1],
+              **evaluate(policy, cfg.task, cfg.policy, episodes)}
+    video = None if args.no_video else record_video(policy, cfg.task, cfg.policy, out / "rollout.mp4")
+    result["video"] = str(video) if video else None
+    with atomic_output(out / "result.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def _export(args: argparse.Namespace) -> dict:
@@ -115,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint alone; the last line is JSON")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
     p.add_argument("--episodes", type=int, default=0, help="default: the run's train.eval_episodes")
-    p.add_argument("--video", default="", help="write a rollout video (MP4) here")
+    p.add_argument("--out", default="", help="folder for result.json and rollout.mp4 (default: CHECKPOINT/eval)")
+    p.add_argument("--no-video", action="store_true", help="skip the rollout video")
     p.set_defaults(run=_eval)
     p = sub.add_parser("export", help="checkpoint -> ONNX + TorchScript (parity-checked) with a JSON spec")
     p.add_argument("checkpoint")

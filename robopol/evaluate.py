@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from robopol.config import PolicyConfig, TaskConfig
+from robopol.data.atomic import atomic_output
 from robopol.policies.inference import InferencePolicy
 from robopol.protocols import SUCCESS_COVERAGE
 from robopol.sim.factory import EVAL_SEED_BASE, make_env
@@ -109,5 +110,6 @@ def record_video(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyCo
                 break
     env.close()
     fps = env.metadata.get("render_fps", 30)
-    imageio.mimsave(path, [np.asarray(f) for f in frames], fps=min(int(fps), 60), macro_block_size=1)
+    with atomic_output(Path(path)) as tmp:
+        imageio.mimsave(tmp, [np.asarray(f) for f in frames], fps=min(int(fps), 60), macro_block_size=1)
     return path

@@ -12,4 +12,4 @@ robopol train task=inverted_pendulum policy=fpo train.run_dir="$run" "$@"
 robopol eval "$run" --episodes 10
 robopol export "$run" "$run/export"
 robopol deploy "$run/export" hardware=sim_inverted_pendulum --duration 20 --log "$run/deploy_log.csv"
-echo "run folder: $run (checkpoints/, train.csv, eval.csv, learning_curve.png, eval.mp4, tensorboard/, export/, deploy_log.csv)"
+echo "run folder: $run (checkpoints/, train.csv, eval.csv, learning_curve.png, eval.mp4, eval/result.json, eval/rollout.mp4, tensorboard/, export/, deploy_log.csv)"

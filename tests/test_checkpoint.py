@@ -1,6 +1,7 @@
 """Checkpoints round-trip exactly, are written atomically, and a SIGKILLed run resumes where it stopped."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -96,3 +97,20 @@ def test_resume_after_sigkill_continues_step_count_optimiser_and_rng(tmp_path):
     assert final.env_steps >= 6000 and "return_mean" in metrics
     steps = [int(r["env_steps"]) for r in csv.DictReader(open(run / "train.csv"))]
     assert steps == sorted(set(steps)), "resumed log must continue, not repeat, the step count"
+
+
+def test_eval_command_writes_the_protocol_result_and_a_rollout_video(tmp_path):
+    from robopol.cli import main
+    from robopol.evaluate import evaluate
+    from robopol.sim.factory import EVAL_SEED_BASE
+
+    cfg = load_run_config(FAST + ["policy=ppo", "train.total_env_steps=128"])
+    Trainer(cfg, tmp_path).run()
+    assert main(["eval", str(tmp_path), "--episodes", "3"]) == 0
+    result = json.loads((tmp_path / "eval" / "result.json").read_text())
+    expected = evaluate(load_policy(tmp_path), cfg.task, cfg.policy, 3)  # same fixed seeds, same numbers
+    assert result["episodes"] == 3 and result["seeds"] == [EVAL_SEED_BASE, EVAL_SEED_BASE + 2]
+    assert result["return_mean"] == pytest.approx(expected["return_mean"])
+    assert result["success_rate"] == expected["success_rate"] and result["env_steps"] == 128
+    video = tmp_path / "eval" / "rollout.mp4"
+    assert result["video"] == str(video) and video.stat().st_size > 1000
