@@ -111,6 +111,10 @@ class PolicyConfig:
     n_obs_steps: int = field(1, ge=1)
     horizon: int = field(1, ge=1)
     n_action_steps: int = field(1, ge=1)
+    eval_noise: str = field("zero", choices=("zero", "random"),
+                            doc="sampler noise when evaluating: zero (the deterministic mode, FPO++'s choice) or "
+                                "seeded standard normal, i.e. the policy as it acts in rollouts; zero noise averages "
+                                "the modes of a multimodal behaviour-cloned policy")
     actor: ActorConfig = field(default_factory=GaussianActorConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     algo: AlgoConfig = field(default_factory=lambda: AlgoConfig.variants()["ppo"]())

@@ -1,4 +1,4 @@
-"""Evaluation: deterministic sampling on fixed seeds disjoint from training, batched across episodes,
+"""Evaluation: fixed seeds disjoint from training, batched across episodes,
 and a rollout video when offscreen rendering is available.
 
 Metrics include each benchmark's protocol (robopol.protocols): `success_rate` (robomimic: success at
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def evaluate(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, episodes: int,
              seed_base: int = EVAL_SEED_BASE) -> dict[str, float]:
-    """Run `episodes` episodes side by side, one per seed seed_base + i; zero noise (deterministic).
-    The policy acts on all unfinished episodes in one batch; finished ones are not stepped again
-    (slow simulators such as robosuite spend no time on them)."""
+    """Run `episodes` episodes side by side, one per seed seed_base + i, with the sampler noise that
+    policy_cfg.eval_noise names (random noise is drawn from a generator seeded with seed_base, so the
+    numbers reproduce). The policy acts on all unfinished episodes in one batch; finished ones are not
+    stepped again (slow simulators such as robosuite spend no time on them)."""
+    draw = eval_noise(policy_cfg, seed_base)
     envs = [make_env(task, policy_cfg) for _ in range(episodes)]
     try:
         obs = np.stack([env.reset(seed=seed_base + i)[0] for i, env in enumerate(envs)])
@@ -38,7 +41,7 @@ def evaluate(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig
         success, active = np.zeros(episodes, dtype=bool), np.ones(episodes, dtype=bool)
         while active.any():
             idx = np.flatnonzero(active)
-            noise = torch.zeros(policy.noise_shape(len(idx)))
+            noise = draw(policy.noise_shape(len(idx)))
             actions = policy(torch.as_tensor(obs[idx], dtype=torch.float32), noise)[:, : policy.n_action_steps]
             for i, action in zip(idx, actions.numpy()):
                 obs[i], reward, terminated, truncated, info = envs[i].step(action)
@@ -55,6 +58,14 @@ def evaluate(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig
     if task.backend == "pusht":
         metrics["mean_max_reward"] = float(np.clip(max_coverage / SUCCESS_COVERAGE, 0.0, 1.0).mean())
     return metrics
+
+
+def eval_noise(policy_cfg: PolicyConfig, seed: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
+    """shape -> sampler noise for evaluation: zeros, or standard normal from a generator seeded with `seed`."""
+    if policy_cfg.eval_noise == "zero":
+        return torch.zeros
+    generator = torch.Generator().manual_seed(seed)
+    return lambda shape: torch.randn(shape, generator=generator)
 
 
 def _renders_with_mujoco(task: TaskConfig) -> bool:
@@ -80,7 +91,7 @@ def _offscreen_gl_problem() -> str | None:
 @torch.inference_mode()
 def record_video(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, path: Path,
                  seed: int = EVAL_SEED_BASE, max_frames: int = 1000) -> Path | None:
-    """One deterministic episode rendered offscreen to MP4; None (and a warning) when there is no GL."""
+    """The first evaluation episode rendered offscreen to MP4; None (and a warning) when there is no GL."""
     problem = _offscreen_gl_problem() if _renders_with_mujoco(task) else None
     env = None
     try:
@@ -97,9 +108,10 @@ def record_video(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyCo
         return None
     import imageio.v2 as imageio
 
-    noise = torch.zeros(policy.noise_shape(1))
+    draw = eval_noise(policy_cfg, seed)
     done = False
     while not done and len(frames) < max_frames:
+        noise = draw(policy.noise_shape(1))
         action = policy(torch.as_tensor(obs, dtype=torch.float32)[None], noise)[0, : policy.n_action_steps]
         # step the chunk one action at a time so every frame is rendered
         for a in action.numpy():
