@@ -24,6 +24,23 @@ def test_pusht_success_reward_pays_only_on_success_and_tracks_the_best_coverage(
         pusht.make_pusht_env({"reward": "dense"}, None)
 
 
+def test_pusht_progress_reward_telescopes_to_the_coverage_gain_plus_the_success_bonus():
+    from robopol.experts import make_expert
+    from robopol.protocols import run_episodes
+
+    env = pusht.make_pusht_env({"reward": "progress"}, None)
+    expert = make_expert("pusht")
+    (record,) = run_episodes(env, lambda obs: expert.act(obs, env), [5], reset=expert.reset,
+                             recorder=lambda e: {"coverage": np.float64(e.coverage)})
+    assert record.success
+    coverage = record.extras["coverage"]  # at reset, then after each step
+    np.testing.assert_allclose(coverage[1:], record.coverage)
+    steps = np.diff(coverage) / 0.95
+    np.testing.assert_allclose(record.rewards[:-1], steps[:-1], atol=1e-9)
+    assert record.rewards[-1] == pytest.approx(steps[-1] + 1.0)
+    assert record.rewards.sum() == pytest.approx((coverage[-1] - coverage[0]) / 0.95 + 1.0)
+
+
 @pytest.mark.parametrize("obs_type, dim", [("state", 5), ("keypoints", 18), ("pixels", 96 * 96 * 3)])
 def test_pusht_observations_are_flat_float32(obs_type, dim):
     env = pusht.make_pusht_env({"obs_type": obs_type}, None)

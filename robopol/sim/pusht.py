@@ -13,10 +13,14 @@ Observation types (env_kwargs["obs_type"]), always a flat float32 vector:
 - "pixels" (96*96*3): the rendered image in HWC order, values 0..255.
 Actions are native: the agent's target position in [0, 512]^2.
 
-env_kwargs `reward`: "coverage" (gym-pusht's dense reward) or "success" (1.0 on the step the task
-succeeds, else 0). Fine-tune a BC policy with "success": the episode ends on success, so under the
-dense reward a return-maximising policy learns to hover just short of the goal. Either way
-info["max_coverage"] is the episode's best coverage so far, which the evaluation protocol scores."""
+env_kwargs `reward`:
+- "coverage": gym-pusht's dense reward. The episode ends on success, so a return-maximising policy
+  learns to hover just short of the goal; do not fine-tune on it.
+- "success": 1.0 on the step the task succeeds, else 0; no signal until a policy succeeds.
+- "progress": the change in coverage / 0.95 plus 1.0 on success. Potential-based shaping (Ng et al.
+  1999): the undiscounted return telescopes to final - initial coverage plus the success bonus, so
+  it ranks policies as the protocol does while paying for every push towards the goal.
+Either way info["max_coverage"] is the episode's best coverage so far, which the protocol scores."""
 
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ _OBS_TYPES = {"state": "state", "keypoints": "environment_state_agent_pos", "pix
 @dataclass
 class PushTKwargs:
     obs_type: str = field("state", choices=tuple(_OBS_TYPES))
-    reward: str = field("coverage", choices=("coverage", "success"))
+    reward: str = field("coverage", choices=("coverage", "success", "progress"))
     max_episode_steps: int = field(MAX_EPISODE_STEPS, gt=0)
     damping: float | None = None
     observation_width: int = field(96, gt=0)
@@ -69,16 +73,16 @@ def make_pusht_env(env_kwargs: dict[str, Any], render_mode: str | None) -> gym.E
         observation_width=kw.observation_width, observation_height=kw.observation_height,
         visualization_width=kw.visualization_width, visualization_height=kw.visualization_height,
     )
-    return FlatPushT(inner, sparse=kw.reward == "success")
+    return FlatPushT(inner, reward=kw.reward)
 
 
 class FlatPushT(gym.ObservationWrapper):
     """Flattens gym-pusht's observations to float32, reports `coverage` on reset too and the
-    episode's `max_coverage`; `sparse` replaces the reward by the success indicator."""
+    episode's `max_coverage`, and pays the `reward` chosen in PushTKwargs."""
 
-    def __init__(self, env: gym.Env, sparse: bool = False):
+    def __init__(self, env: gym.Env, reward: str = "coverage"):
         super().__init__(env)
-        self.sparse, self.max_coverage = sparse, 0.0
+        self.reward, self.max_coverage, self.coverage = reward, 0.0, 0.0
         space = env.observation_space
         parts = [space[k] for k in ("environment_state", "agent_pos")] if isinstance(space, gym.spaces.Dict) else [space]
         self.observation_space = gym.spaces.Box(
@@ -92,16 +96,20 @@ class FlatPushT(gym.ObservationWrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
-        info["coverage"] = self.max_coverage = float(self.env.unwrapped._get_coverage())
+        info["coverage"] = self.max_coverage = self.coverage = float(self.env.unwrapped._get_coverage())
         info["max_coverage"] = self.max_coverage
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         info["is_success"] = bool(info["is_success"])
-        self.max_coverage = info["max_coverage"] = max(self.max_coverage, float(info["coverage"]))
-        if self.sparse:
+        coverage, previous = float(info["coverage"]), self.coverage
+        self.coverage, self.max_coverage = coverage, max(self.max_coverage, coverage)
+        info["max_coverage"] = self.max_coverage
+        if self.reward == "success":
             reward = float(info["is_success"])
+        elif self.reward == "progress":
+            reward = (coverage - previous) / SUCCESS_COVERAGE + float(info["is_success"])
         return obs, float(reward), bool(terminated), bool(truncated), info
 
 
