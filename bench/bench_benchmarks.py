@@ -62,10 +62,10 @@ TASK_OVERRIDES: dict[str, list[str]] = {
     "pusht": ["task.env_kwargs.obs_type=keypoints", "policy.n_obs_steps=1", "policy.n_action_steps=2",
               "policy.actor.hidden=[512,512,512,512]", "policy.eval_noise=random"],
 }
-# Extra task overrides while fine-tuning. PushT: the potential-based progress reward (coverage gain plus a
-# success bonus); its dense coverage reward pays for hovering short of the goal, and the success reward
-# gives no signal to a BC start that never succeeds.
-FINETUNE_TASK: dict[str, list[str]] = {"pusht": ["task.env_kwargs.reward=progress"]}
+# Fine-tuning overrides per (task, stage).
+# PushT fine-tunes on the potential-based progress reward (coverage gain plus a success bonus): its dense
+# coverage reward pays for hovering short of the goal, and the success reward gives no signal to a BC
+# start that rarely succeeds.
 # Fine-tuning from a strong BC start on small batches: a sparse reward gives nearly equal returns, and
 # per-minibatch advantage normalisation turns their noise into full-size Adam steps that walk the BC
 # weights away. Measured with the policies/*.yaml defaults (8 envs, 1.6k env steps per update): DPPO took
@@ -73,11 +73,12 @@ FINETUNE_TASK: dict[str, list[str]] = {"pusht": ["task.env_kwargs.reward=progres
 # to 0.18 in 12k (at lr 1e-5: 0.26). Lift kept 1.00 with both. So Can and PushT fine-tune on 16 envs,
 # 400-sample minibatches, 5 epochs and a 10x slower actor.
 _STABLE = ["sim.num_envs=16", "policy.algo.update_epochs=5", "policy.algo.minibatch_size=400"]
+_PUSHT = [*_STABLE, "task.env_kwargs.reward=progress", "train.rollout_steps=100"]
 STAGE_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("can", "dppo"): [*_STABLE, "policy.algo.lr=1e-5"],
     ("can", "fpo"): [*_STABLE, "policy.algo.lr=3e-6"],
-    ("pusht", "dppo"): [*_STABLE, "train.rollout_steps=100", "policy.algo.lr=1e-5"],
-    ("pusht", "fpo"): [*_STABLE, "train.rollout_steps=100", "policy.algo.lr=3e-6"],
+    ("pusht", "dppo"): [*_PUSHT, "policy.algo.lr=1e-5"],
+    ("pusht", "fpo"): [*_PUSHT, "policy.algo.lr=3e-6"],
 }
 
 
@@ -122,8 +123,7 @@ def run_finetune(task: str, stage: str) -> dict[str, Any]:
     cfg = load_run_config([f"task={task}", f"policy={policy}", f"train.pretrained={start}",
                            f"train.total_env_steps={budget['ft_steps']}", f"train.eval_every={budget['eval_every']}",
                            f"train.eval_episodes={budget['ft_eval_episodes']}", "train.checkpoint_every=5",
-                           *TASK_OVERRIDES.get(task, []), *FINETUNE_TASK.get(task, []),
-                           *STAGE_OVERRIDES.get((task, stage), []), *COMMON])
+                           *TASK_OVERRIDES.get(task, []), *STAGE_OVERRIDES.get((task, stage), []), *COMMON])
     started = time.perf_counter()
     train(cfg, run_dir)
     wall = time.perf_counter() - started
