@@ -142,7 +142,7 @@ class TrainConfig:
     checkpoint_every: int = field(10, ge=1, doc="iterations between checkpoints")
     seed: int = field(0, ge=0)
     run_dir: str = ""
-    pretrained: str = field("", doc="checkpoint whose actor and normaliser fine-tuning starts from")
+    pretrained: str = field("", doc="checkpoint whose actor and normaliser fine-tuning starts from; evaluated at step 0")
     video: bool = True
     threads: int = field(1, ge=1)
     progress: bool = True

@@ -75,6 +75,8 @@ class Trainer:
         result: dict[str, float] = {}
         self.started = time.perf_counter() - self.wall_time
         try:
+            if cfg.pretrained and self.env_steps == 0:
+                self.evaluate()  # the starting point a fine-tuning curve is measured from
             while self.env_steps < cfg.total_env_steps:
                 start = time.perf_counter()
                 collected = self.collect()

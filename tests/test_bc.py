@@ -105,6 +105,9 @@ def test_dppo_finetunes_the_bc_checkpoint_on_its_frozen_copy(bc_run, tmp_path):
     for name, value in trainer.normalizer.state_dict().items():
         torch.testing.assert_close(value, bc.module_weights("normalizer")[name])  # the BC normaliser is kept
     assert load_checkpoint(tmp_path).env_steps >= 256
+    with open(tmp_path / "eval.csv", newline="") as f:
+        steps = [float(row["env_steps"]) for row in csv.DictReader(f)]
+    assert steps[0] == 0 and steps[-1] >= 256  # the curve starts at the pretrained policy
     assert load_policy(tmp_path).actor.ft_model is not None  # the fine-tuned chain is what gets evaluated
 
 
