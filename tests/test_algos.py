@@ -82,3 +82,36 @@ def test_critic_warmup_leaves_the_actor_untouched():
     assert not all(torch.equal(b, p) for b, p in zip(critic_before, algo.critic.parameters()))
     algo.update(buf, progress=0.0)
     assert not all(torch.equal(b, p) for b, p in zip(before, algo.actor.parameters()))
+
+
+def test_spo_loss_is_optimal_one_clip_from_one_and_pulls_back_past_it():
+    from robopol.algos.fpo import spo_losses
+
+    clip = 0.1
+    ratio = torch.linspace(0.5, 1.5, 10001, requires_grad=True)
+    for sign in (1.0, -1.0):
+        adv = torch.full_like(ratio, 2.0 * sign)
+        losses = spo_losses(ratio, adv, clip)
+        assert ratio[losses.argmin()].item() == pytest.approx(1 + sign * clip, abs=1e-4)
+        grad, = torch.autograd.grad(losses.sum(), ratio)
+        past = (ratio - 1) * sign > clip
+        assert torch.all(grad[past] * sign > 0)  # descending the loss moves the ratio back towards 1 + sign * clip
+    torch.testing.assert_close(spo_losses(torch.tensor([1.0]), torch.tensor([-3.0]), clip), torch.tensor([3.0]))
+
+
+def test_fpo_aspo_uses_the_clip_for_positive_and_spo_for_negative_advantages():
+    from robopol.algos.base import clipped_losses
+    from robopol.algos.fpo import spo_losses
+
+    algo = FPO(FPOConfig(per_sample_ratio=True, trust_region="aspo", clip=0.05), FlowActor(SPEC, hidden=(16,)),
+               ValueCritic(3, 1))
+    batch = _batch(algo)
+    with torch.no_grad():
+        for p in algo.actor.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # move the policy so ratios leave the trust region
+    adv = torch.randn(16)
+    ratio = algo.log_ratio(batch).exp()
+    a = adv.unsqueeze(1).expand_as(ratio)
+    expected = torch.where(a >= 0, clipped_losses(ratio, a, 0.05), spo_losses(ratio, a, 0.05)).mean()
+    torch.testing.assert_close(algo.policy_loss(batch, adv)["loss"], expected)
+    assert not torch.allclose(expected, clipped_losses(ratio, a, 0.05).mean())  # negative samples are scored differently

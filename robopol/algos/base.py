@@ -36,10 +36,14 @@ class OnPolicyConfig(AlgoConfig):
     critic_warmup_iters: int = field(0, ge=0, doc="updates in which only the critic learns")
 
 
+def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+    """PPO's pessimistic objective as a per-sample loss."""
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+
+
 def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's pessimistic objective as a loss, and the fraction of samples the clip was active on."""
-    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
-    return loss, ((ratio - 1).abs() > clip).float().mean()
+    return clipped_losses(ratio, adv, clip).mean(), ((ratio - 1).abs() > clip).float().mean()
 
 
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:

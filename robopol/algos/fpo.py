@@ -1,6 +1,7 @@
 """FPO: PPO for flow policies, with the likelihood ratio replaced by exp(mean l_old - mean l_new),
 l the conditional flow-matching loss at Monte-Carlo (t, eps) pairs drawn at rollout time and reused
-in the update. FPO++'s per-sample ratio (each l_old_i - l_new_i clipped before exp) is an option."""
+in the update. FPO++'s per-sample ratio (each l_old_i - l_new_i clipped before exp) and its asymmetric
+trust region (PPO clip for positive advantages, SPO for negative ones) are options."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
+from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_losses, clipped_surrogate
 from robopol.policies.flow import FlowActor
 from robopol.typed_config import field
 
@@ -24,6 +25,15 @@ class FPOConfig(OnPolicyConfig):
     n_mc_samples: int = field(8, ge=1, doc="(t, eps) pairs per action")
     per_sample_ratio: bool = field(False, doc="FPO++: one clipped ratio per (t, eps) pair")
     log_ratio_clip: float = field(3.0, gt=0, doc="FPO++: clip on l_old - l_new before exp")
+    trust_region: str = field("ppo", choices=("ppo", "aspo"),
+                              doc="aspo (FPO++): SPO's pull-back penalty instead of the clip for negative advantages")
+
+
+def spo_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
+    """Simple Policy Optimization's objective as a per-sample loss: -(r A - |A| (r - 1)^2 / (2 clip)).
+    Its optimum is r = 1 + clip * sign(A), and past it the gradient pulls the ratio back, where a clip
+    goes silent and lets the rest of the batch keep pushing a bad action's flow-matching loss up."""
+    return -(ratio * adv - adv.abs() * (ratio - 1).pow(2) / (2 * clip))
 
 
 class FPO(OnPolicyAlgorithm):
@@ -55,5 +65,9 @@ class FPO(OnPolicyAlgorithm):
         log_ratio = self.log_ratio(batch)
         if log_ratio.dim() == 2:
             adv = adv.unsqueeze(1)
-        loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, self.cfg.clip)
+        ratio = log_ratio.exp()
+        loss, clip_fraction = clipped_surrogate(ratio, adv, self.cfg.clip)
+        if self.cfg.trust_region == "aspo":
+            ppo, spo = clipped_losses(ratio, adv, self.cfg.clip), spo_losses(ratio, adv, self.cfg.clip)
+            loss = torch.where(adv >= 0, ppo, spo).mean()
         return {"loss": loss, "approx_kl": approx_kl(log_ratio), "clip_fraction": clip_fraction}
