@@ -34,7 +34,7 @@ def _pretrain(args: argparse.Namespace) -> dict:
 def _resume(args: argparse.Namespace) -> dict:
     from robopol.train import resume
 
-    run_dir, metrics = resume(Path(args.run_dir))
+    run_dir, metrics = resume(Path(args.run_dir), args.total_env_steps)
     return {"run_dir": str(run_dir), **metrics}
 
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_pretrain)
     p = sub.add_parser("resume", help="continue a killed or finished run from its newest checkpoint")
     p.add_argument("run_dir")
+    p.add_argument("--total-env-steps", type=int, default=None, help="extend the run's budget to this many env steps")
     p.set_defaults(run=_resume)
     p = sub.add_parser("eval", help="evaluate a checkpoint alone; the last line is JSON")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")

@@ -236,8 +236,14 @@ def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, 
     return run_dir, trainer.run()
 
 
-def resume(run_dir: Path) -> tuple[Path, dict[str, float]]:
-    """Continue a run from its newest checkpoint: weights, optimisers, normaliser, counters and RNG."""
+def resume(run_dir: Path, total_env_steps: int | None = None) -> tuple[Path, dict[str, float]]:
+    """Continue a run from its newest checkpoint: weights, optimisers, normaliser, counters and RNG.
+    `total_env_steps` extends (or sets) the run's budget; an annealed learning rate follows the new one."""
     ckpt = load_checkpoint(run_dir)
+    if total_env_steps is not None:
+        if total_env_steps <= ckpt.env_steps:
+            raise ConfigError(f"train.total_env_steps: {total_env_steps} is not beyond the {ckpt.env_steps} env steps "
+                              f"{run_dir} has already run; give a larger budget")
+        ckpt.config.train.total_env_steps = total_env_steps
     trainer = Trainer(ckpt.config, Path(run_dir), resume=ckpt)
     return Path(run_dir), trainer.run()

@@ -14,7 +14,7 @@ import torch
 from robopol import checkpoint as ckpt_mod
 from robopol.checkpoint import load_checkpoint, load_policy
 from robopol.config import load_run_config
-from robopol.errors import CheckpointError
+from robopol.errors import CheckpointError, ConfigError
 from robopol.train import Trainer, resume
 
 FAST = ["task=reach", "train.rollout_steps=16", "sim.num_envs=4", "train.eval_every=0", "train.eval_episodes=2",
@@ -97,6 +97,19 @@ def test_resume_after_sigkill_continues_step_count_optimiser_and_rng(tmp_path):
     assert final.env_steps >= 6000 and "return_mean" in metrics
     steps = [int(r["env_steps"]) for r in csv.DictReader(open(run / "train.csv"))]
     assert steps == sorted(set(steps)), "resumed log must continue, not repeat, the step count"
+
+
+def test_resume_extends_a_finished_run_to_a_larger_budget(tmp_path):
+    cfg = load_run_config(FAST + ["policy=ppo", "train.total_env_steps=128"])
+    Trainer(cfg, tmp_path).run()
+    done = load_checkpoint(tmp_path).env_steps
+    with pytest.raises(ConfigError, match=f"train.total_env_steps: 64 is not beyond the {done} env steps"):
+        resume(tmp_path, total_env_steps=64)
+    resume(tmp_path, total_env_steps=done + 128)
+    extended = load_checkpoint(tmp_path)
+    assert extended.env_steps >= done + 128 and extended.config.train.total_env_steps == done + 128
+    steps = [int(r["env_steps"]) for r in csv.DictReader(open(tmp_path / "train.csv"))]
+    assert steps == sorted(set(steps)) and steps[-1] == extended.env_steps
 
 
 def test_eval_command_writes_the_protocol_result_and_a_rollout_video(tmp_path):
