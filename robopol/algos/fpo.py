@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_losses, clipped_surrogate
+from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_losses
 from robopol.policies.flow import FlowActor
 from robopol.typed_config import field
 
@@ -65,9 +65,9 @@ class FPO(OnPolicyAlgorithm):
         log_ratio = self.log_ratio(batch)
         if log_ratio.dim() == 2:
             adv = adv.unsqueeze(1)
-        ratio = log_ratio.exp()
-        loss, clip_fraction = clipped_surrogate(ratio, adv, self.cfg.clip)
+        ratio, clip = log_ratio.exp(), self.cfg.clip
+        losses = clipped_losses(ratio, adv, clip)
         if self.cfg.trust_region == "aspo":
-            ppo, spo = clipped_losses(ratio, adv, self.cfg.clip), spo_losses(ratio, adv, self.cfg.clip)
-            loss = torch.where(adv >= 0, ppo, spo).mean()
-        return {"loss": loss, "approx_kl": approx_kl(log_ratio), "clip_fraction": clip_fraction}
+            losses = torch.where(adv >= 0, losses, spo_losses(ratio, adv, clip))
+        return {"loss": losses.mean(), "approx_kl": approx_kl(log_ratio),
+                "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
