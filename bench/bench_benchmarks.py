@@ -84,7 +84,8 @@ _STABLE = ["sim.num_envs=16", "policy.algo.update_epochs=5", "policy.algo.miniba
 # every pushed position and holds the BC policy to 0.02 success (0.10 at a 0.02 floor). FPO uses FPO++'s
 # asymmetric trust region and anneals its learning rate to zero over 200k steps: on 64 envs it rose from
 # 0.28 to 0.40-0.48 by 150k steps in two runs and then fell (to 0.24 at 300k with a 500k anneal). The
-# held-out-seed check (held_out below) keeps that choice honest.
+# held-out-seed check (held_out below) keeps that choice honest. DPPO was still rising at 500k
+# (0.08 -> 0.20; held-out 0.08 -> 0.16), so its run was resumed to 1M.
 _PUSHT = ["sim.num_envs=64", "train.rollout_steps=150", "policy.algo.minibatch_size=1600",
           "task.env_kwargs.reward=progress", "policy.algo.gamma=0.99"]
 STAGE_OVERRIDES: dict[tuple[str, str], list[str]] = {
