@@ -48,14 +48,14 @@ FINETUNE = {"dppo": ("dppo_finetune", "bc_diffusion"), "fpo": ("fpo_finetune", "
 # Demonstrations: Lift few and noisy so BC starts below the expert; Can and Square 100 near-clean ones
 # (40 Can demos at noise 0.2 gave BC 0.05, a start RL on a sparse reward cannot lift).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "pusht": dict(demos=200, noise=2.0, fmt="zarr", bc_steps=30_000, ft_steps=200_000, eval_episodes=50,
-                  ft_eval_episodes=50, eval_every=4, held_out_episodes=200),
-    "lift": dict(demos=40, noise=0.15, fmt="hdf5", bc_steps=10_000, ft_steps=100_000, eval_episodes=50,
-                 ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
-    "can": dict(demos=100, noise=0.05, fmt="hdf5", bc_steps=20_000, ft_steps=50_000, eval_episodes=50,
-                ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
-    "square": dict(demos=100, noise=0.05, fmt="hdf5", bc_steps=20_000, ft_steps=32_000, eval_episodes=50,
-                   ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
+    "pusht": dict(demos=200, noise=2.0, fmt="zarr", bc_steps=30_000, ft_steps=dict(dppo=1_650_000, fpo=900_000),
+                  eval_episodes=50, ft_eval_episodes=50, eval_every=4, held_out_episodes=200),
+    "lift": dict(demos=40, noise=0.15, fmt="hdf5", bc_steps=10_000, ft_steps=dict(dppo=100_000, fpo=100_000),
+                 eval_episodes=50, ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
+    "can": dict(demos=100, noise=0.05, fmt="hdf5", bc_steps=20_000, ft_steps=dict(dppo=50_000, fpo=50_000),
+                eval_episodes=50, ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
+    "square": dict(demos=100, noise=0.05, fmt="hdf5", bc_steps=20_000, ft_steps=dict(dppo=32_000, fpo=32_000),
+                   eval_episodes=50, ft_eval_episodes=10, eval_every=10, held_out_episodes=50),
 }
 COMMON = ["train.video=false", "train.progress=false"]
 # Per-task overrides for BC and fine-tuning alike (fine-tuning must keep the BC network and chunking).
@@ -94,9 +94,8 @@ _PUSHT = ["sim.num_envs=64", "train.rollout_steps=150", "policy.algo.minibatch_s
 STAGE_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("can", "dppo"): [*_STABLE, "policy.algo.lr=1e-5"],
     ("can", "fpo"): [*_STABLE, "policy.algo.lr=3e-6"],
-    ("pusht", "dppo"): [*_PUSHT, "policy.algo.lr=3e-5", "policy.actor.min_sampling_std=0.05", "train.total_env_steps=1650000"],
-    ("pusht", "fpo"): [*_PUSHT, "policy.algo.update_epochs=5", "policy.algo.lr=3e-6", "policy.algo.trust_region=aspo",
-                         "train.total_env_steps=900000"],
+    ("pusht", "dppo"): [*_PUSHT, "policy.algo.lr=3e-5", "policy.actor.min_sampling_std=0.05"],
+    ("pusht", "fpo"): [*_PUSHT, "policy.algo.update_epochs=5", "policy.algo.lr=3e-6", "policy.algo.trust_region=aspo"],
 }
 
 
@@ -133,7 +132,7 @@ def finetune_config(task: str, stage: str) -> RunConfig:
     policy, parent = FINETUNE[stage]
     budget = BUDGETS[task]
     return load_run_config([f"task={task}", f"policy={policy}", f"train.pretrained={RUNS / f'{task}-{parent}'}",
-                            f"train.total_env_steps={budget['ft_steps']}", f"train.eval_every={budget['eval_every']}",
+                            f"train.total_env_steps={budget['ft_steps'][stage]}", f"train.eval_every={budget['eval_every']}",
                             f"train.eval_episodes={budget['ft_eval_episodes']}", "train.checkpoint_every=5",
                             *TASK_OVERRIDES.get(task, []), *STAGE_OVERRIDES.get((task, stage), []), *COMMON])
 
@@ -162,7 +161,7 @@ def held_out(task: str, stage: str) -> dict[str, dict[str, float]]:
     start = load_checkpoint(cfg.train.pretrained)
     start.config.policy.actor = cfg.policy.actor  # the BC weights under the fine-tuning sampler (e.g. DPPO's std floor)
     return {name: evaluate(load_policy(ckpt), cfg.task, cfg.policy, budget["held_out_episodes"],
-                                seed_base=HELD_OUT_SEED_BASE)
+                           seed_base=HELD_OUT_SEED_BASE)
             for name, ckpt in (("start", start), ("final", load_checkpoint(RUNS / f"{task}-{stage}")))}
 
 
