@@ -41,9 +41,14 @@ def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | 
     return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
 
 
+def clip_fraction(ratio: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+    """The fraction of samples whose ratio lies outside 1 +- clip."""
+    return ((ratio - 1).abs() > clip).float().mean()
+
+
 def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's pessimistic objective as a loss, and the fraction of samples the clip was active on."""
-    return clipped_losses(ratio, adv, clip).mean(), ((ratio - 1).abs() > clip).float().mean()
+    return clipped_losses(ratio, adv, clip).mean(), clip_fraction(ratio, clip)
 
 
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_losses
+from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clip_fraction, clipped_losses
 from robopol.policies.flow import FlowActor
 from robopol.typed_config import field
 
@@ -70,4 +70,4 @@ class FPO(OnPolicyAlgorithm):
         if self.cfg.trust_region == "aspo":
             losses = torch.where(adv >= 0, losses, spo_losses(ratio, adv, clip))
         return {"loss": losses.mean(), "approx_kl": approx_kl(log_ratio),
-                "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
+                "clip_fraction": clip_fraction(ratio, clip)}
