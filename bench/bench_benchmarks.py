@@ -147,11 +147,16 @@ def run_finetune(task: str, stage: str) -> dict[str, Any]:
     elif load_checkpoint(run_dir).env_steps < cfg.train.total_env_steps:  # killed, or a budget raised since
         resume(run_dir, cfg.train.total_env_steps)
     final = evaluate(load_policy(run_dir), cfg.task, cfg.policy, BUDGETS[task]["eval_episodes"])
-    with open(run_dir / "eval.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = eval_rows(task, stage)
     start = {k: float(v) for k, v in rows[0].items() if k in ("success_rate", "mean_max_reward", "episodes")}
     return {**final, "env_steps": int(float(rows[-1]["env_steps"])), "wall_time": float(rows[-1]["wall_time"]),
             "start": start, "held_out": held_out(task, stage)}
+
+
+def eval_rows(task: str, stage: str) -> list[dict[str, str]]:
+    """The in-run evaluations of a fine-tuning stage, in step order."""
+    with open(RUNS / f"{task}-{stage}" / "eval.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def held_out(task: str, stage: str) -> dict[str, dict[str, float]]:
@@ -180,8 +185,7 @@ def run_stage(task: str, stage: str) -> None:
 def curve(task: str, stage: str, key: str) -> list[tuple[float, float]]:
     """A metric (success_rate, PushT's mean_max_reward) vs env steps while fine-tuning. Runs from before
     the trainer evaluated its pretrained start at step 0 begin at the BC stage's own evaluation."""
-    with open(RUNS / f"{task}-{stage}" / "eval.csv", newline="") as f:
-        points = [(float(r["env_steps"]), float(r[key])) for r in csv.DictReader(f)]
+    points = [(float(r["env_steps"]), float(r[key])) for r in eval_rows(task, stage)]
     if points[0][0] > 0:
         parent = json.loads((RUNS / f"{task}-{FINETUNE[stage][1]}" / "result.json").read_text())
         points.insert(0, (0.0, parent[key]))
