@@ -34,10 +34,9 @@ from robopol.config import RunConfig, load_run_config  # noqa: E402
 from robopol.demos import write_demonstrations  # noqa: E402
 from robopol.evaluate import evaluate  # noqa: E402
 from robopol.experts import make_expert  # noqa: E402
-from robopol.pretrain import pretrain  # noqa: E402
 from robopol.protocols import PROTOCOLS, eval_seeds, run_episodes  # noqa: E402
 from robopol.sim.factory import EVAL_SEED_BASE, make_base_env  # noqa: E402
-from robopol.train import resume, train  # noqa: E402
+from robopol.runner import resume, train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 RUNS = OUT / "runs"
@@ -124,7 +123,7 @@ def run_bc(task: str, stage: str) -> dict[str, Any]:
                            f"policy.algo.num_steps={budget['bc_steps']}", "policy.algo.lr=3e-4",
                            f"train.eval_episodes={budget['eval_episodes']}", *TASK_OVERRIDES.get(task, []), *COMMON])
     started = time.perf_counter()
-    _, result = pretrain(cfg, RUNS / f"{task}-{stage}")
+    _, result = train(cfg, RUNS / f"{task}-{stage}")
     return {**result, "env_steps": 0, "wall_time": time.perf_counter() - started}
 
 

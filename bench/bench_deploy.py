@@ -24,20 +24,20 @@ from robopol.hardware.deploy import load_backend, run_deploy
 from robopol.policies.base import ChunkSpec
 from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
-from robopol.policies.inference import InferencePolicy
+from robopol.policies.bundle import PolicyBundle
 
 OUT = Path(__file__).resolve().parent / "out"
 OBS_DIM, ACT_DIM, N_OBS, HORIZON, N_ACT = 11, 3, 2, 8, 4  # Hopper-sized state, chunk 8
 HIDDEN = (256, 256)
 
 
-def policies() -> dict[str, InferencePolicy]:
+def policies() -> dict[str, PolicyBundle]:
     torch.manual_seed(0)
     spec = ChunkSpec(OBS_DIM, ACT_DIM, N_OBS, HORIZON, N_ACT)
     norm = lambda: Normalizer(OBS_DIM, -np.ones(ACT_DIM), np.ones(ACT_DIM))  # noqa: E731
-    return {"flow K=10": InferencePolicy(FlowActor(spec, HIDDEN, num_steps=10), norm()).eval(),
-            "DDIM 5": InferencePolicy(DiffusionActor(spec, HIDDEN, denoising_steps=100, ddim_steps=5), norm()).eval(),
-            "DDPM 20": InferencePolicy(DiffusionActor(spec, HIDDEN, denoising_steps=20), norm()).eval()}
+    return {"flow K=10": PolicyBundle({"actor": FlowActor(spec, HIDDEN, num_steps=10)}, norm()).eval(),
+            "DDIM 5": PolicyBundle({"actor": DiffusionActor(spec, HIDDEN, denoising_steps=100, ddim_steps=5)}, norm()).eval(),
+            "DDPM 20": PolicyBundle({"actor": DiffusionActor(spec, HIDDEN, denoising_steps=20)}, norm()).eval()}
 
 
 def latency(backend, calls: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def latency(backend, calls: int) -> np.ndarray:
     return out * 1e3
 
 
-def loop_timing(rate: float, cycles: int, policy: InferencePolicy) -> dict:
+def loop_timing(rate: float, cycles: int, policy: PolicyBundle) -> dict:
     cfg = load_hardware_config("sim_inverted_pendulum")
     cfg.control_rate_hz = rate
     cfg.sim.rate_hz = rate
@@ -85,7 +85,7 @@ def main() -> None:
                                                           "p99": float(np.percentile(ms, 99))}
     spec = ChunkSpec(4, 1, N_OBS, HORIZON, N_ACT)
     torch.manual_seed(0)
-    pendulum_flow = InferencePolicy(FlowActor(spec, HIDDEN, num_steps=10),
+    pendulum_flow = PolicyBundle({"actor": FlowActor(spec, HIDDEN, num_steps=10)},
                                     Normalizer(4, -3 * np.ones(1), 3 * np.ones(1))).eval()
     for rate in (50.0, 100.0):
         s = loop_timing(rate, args.cycles, pendulum_flow)

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from robopol.config import load_run_config  # noqa: E402
 from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
-from robopol.train import train  # noqa: E402
+from robopol.runner import train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 

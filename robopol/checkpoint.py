@@ -23,10 +23,8 @@ from robopol.config import RunConfig
 from robopol.data.atomic import atomic_output
 from robopol.data.normalizer import Normalizer
 from robopol.errors import CheckpointError, RobopolError
-from robopol.policies.base import ChunkSpec
-from robopol.policies.diffusion import DiffusionActor
-from robopol.policies.factory import make_actor
-from robopol.policies.inference import InferencePolicy
+from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.bundle import PolicyBundle
 from robopol.typed_config import build, to_dict
 
 FORMAT_VERSION = 1
@@ -84,12 +82,13 @@ class Checkpoint:
 
 
 def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps: int,
-                    modules: dict[str, torch.nn.Module], trainer_state: dict[str, Any]) -> Path:
+                    modules: dict[str, torch.nn.Module], trainer_state: dict[str, Any], step: int | None = None) -> Path:
+    """`step` names the folder (the run's progress: env steps online, gradient steps offline)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".*.tmp"):  # left by a write that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    name = f"step_{env_steps:012d}"
+    name = f"step_{env_steps if step is None else step:012d}"
     with atomic_output(root / name, directory=True) as folder:
         weights = {f"{m}.{k}": v.detach().contiguous() for m, module in modules.items() for k, v in module.state_dict().items()}
         save_file(weights, folder / "model.safetensors", metadata={"format_version": str(FORMAT_VERSION)})
@@ -142,11 +141,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(folder, config, spec, int(meta["env_steps"]), weights)
 
 
-def restore_actor(ckpt: Checkpoint) -> torch.nn.Module:
-    actor = make_actor(ckpt.spec, ckpt.config.policy.actor)
-    weights = ckpt.module_weights("actor")
-    if isinstance(actor, DiffusionActor) and any(k.startswith("ft_model.") for k in weights):
-        actor.finetune_last(ckpt.config.policy.actor.ft_denoising_steps or actor.num_sampling_steps)  # type: ignore[union-attr]
+def restore_actor(ckpt: Checkpoint) -> Actor:
+    """The served actor, shaped as the run shaped it (a fine-tuning run prepared it for fine-tuning)."""
+    actor = ckpt.config.policy.actor.build(ckpt.spec)
+    if ckpt.config.train.pretrained:
+        actor.prepare_finetuning()
     ckpt.load_into("actor", actor, "checkpoint")
     return actor
 
@@ -161,11 +160,8 @@ def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
     return normalizer
 
 
-def load_policy(source: str | Path | Checkpoint) -> InferencePolicy:
-    """Everything needed to act from a checkpoint alone: normaliser + actor, in eval mode."""
+def load_policy(source: str | Path | Checkpoint) -> PolicyBundle:
+    """Everything needed to act from a checkpoint alone: the policy bundle (actor, normaliser and
+    sampler settings), in eval mode."""
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
-    return InferencePolicy(restore_actor(ckpt), restore_normalizer(ckpt)).eval()
-
-
-def load_config(path: str | Path) -> RunConfig:
-    return load_checkpoint(path).config
+    return PolicyBundle({"actor": restore_actor(ckpt)}, restore_normalizer(ckpt), ckpt.config.policy.eval_noise).eval()

@@ -1,5 +1,8 @@
 """`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos.
 
+`train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
+Runner (robopol.runner), which drives the loop the algorithm declares.
+
 User mistakes (RobopolError) end with one line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
@@ -16,23 +19,23 @@ from robopol.errors import RobopolError
 
 
 def _train(args: argparse.Namespace) -> dict:
+    from robopol.algos.base import algorithm_class
     from robopol.config import load_run_config
-    from robopol.train import train
+    from robopol.errors import ConfigError
+    from robopol.runner import train
 
-    run_dir, metrics = train(load_run_config(args.overrides))
-    return {"run_dir": str(run_dir), **metrics}
-
-
-def _pretrain(args: argparse.Namespace) -> dict:
-    from robopol.config import load_run_config
-    from robopol.pretrain import pretrain
-
-    run_dir, metrics = pretrain(load_run_config(args.overrides))
+    cfg = load_run_config(args.overrides)
+    offline = algorithm_class(cfg.policy.algo.name).loop == "offline"
+    if offline != (args.command == "pretrain"):
+        other = "pretrain" if offline else "train"
+        raise ConfigError(f"policy.algo.name={cfg.policy.algo.name} trains {'offline' if offline else 'online'}: "
+                          f"run it with `robopol {other}`")
+    run_dir, metrics = train(cfg)
     return {"run_dir": str(run_dir), **metrics}
 
 
 def _resume(args: argparse.Namespace) -> dict:
-    from robopol.train import resume
+    from robopol.runner import resume
 
     run_dir, metrics = resume(Path(args.run_dir), args.total_env_steps)
     return {"run_dir": str(run_dir), **metrics}
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="behaviour cloning: robopol pretrain task=lift policy=bc_diffusion "
                                         "policy.algo.dataset=demos/lift.hdf5")
     p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME and dotted key=value overrides")
-    p.set_defaults(run=_pretrain)
+    p.set_defaults(run=_train)
     p = sub.add_parser("resume", help="continue a killed or finished run from its newest checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--total-env-steps", type=int, default=None, help="extend the run's budget to this many env steps")

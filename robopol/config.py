@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from robopol import registry
 from robopol.errors import ConfigError
 from robopol.policies.networks import ACTIVATIONS
 from robopol.typed_config import build, field
+
+if TYPE_CHECKING:
+    from robopol.policies.base import Actor, ChunkSpec
 
 CONFIG_ROOT = Path(os.environ.get("ROBOPOL_CONFIG_DIR", Path(__file__).resolve().parent.parent))
 GROUP_FOLDERS = {"task": "tasks", "policy": "policies", "sim": "sim"}
@@ -41,47 +45,26 @@ class SimConfig:
 
 @dataclass
 class ActorConfig:
+    """Base of each actor's settings; the subclasses live beside their actors (robopol/policies/) and
+    register under their `type` when defined."""
+
     discriminator: ClassVar[str] = "type"
     type: str = "gaussian"
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = field("tanh", choices=tuple(ACTIVATIONS))
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            registry.register("actor config", cls.__dict__["type"], cls)
+
     @staticmethod
     def variants() -> dict[str, type[ActorConfig]]:
-        return {"gaussian": GaussianActorConfig, "flow": FlowActorConfig, "diffusion": DiffusionActorConfig}
+        return registry.lookup("actor config")
 
-
-@dataclass
-class GaussianActorConfig(ActorConfig):
-    init_log_std: float = 0.0
-
-
-@dataclass
-class FlowActorConfig(ActorConfig):
-    type: str = "flow"
-    activation: str = field("mish", choices=tuple(ACTIVATIONS))
-    flow_steps: int = field(10, ge=1)
-    time_dim: int = field(16, ge=2)
-
-
-@dataclass
-class DiffusionActorConfig(ActorConfig):
-    type: str = "diffusion"
-    activation: str = field("mish", choices=tuple(ACTIVATIONS))
-    denoising_steps: int = field(20, ge=1)
-    ddim_steps: int = field(0, ge=0, doc="0 samples with DDPM over all denoising_steps")
-    ft_denoising_steps: int = field(0, ge=0, doc="0 fine-tunes every sampling step")
-    ddim_eta: float = field(1.0, ge=0)
-    min_sampling_std: float = field(0.1, ge=0)
-    min_logprob_std: float = field(0.1, gt=0)
-    time_dim: int = field(16, ge=2)
-
-    def __post_init__(self) -> None:
-        if self.ddim_steps > self.denoising_steps:
-            raise ConfigError(f"policy.actor.ddim_steps: {self.ddim_steps} exceeds denoising_steps={self.denoising_steps}")
-        sampling = self.ddim_steps or self.denoising_steps
-        if self.ft_denoising_steps > sampling:
-            raise ConfigError(f"policy.actor.ft_denoising_steps: {self.ft_denoising_steps} exceeds the {sampling} sampling steps")
+    def build(self, spec: ChunkSpec) -> Actor:
+        """The actor these settings describe, for a task's chunk spec."""
+        raise NotImplementedError(f"actor type {self.type!r} has no build()")
 
 
 @dataclass
@@ -98,11 +81,14 @@ class AlgoConfig:
     actor_types: ClassVar[tuple[str, ...]] = ()
     name: str = "ppo"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            registry.register("algo config", cls.__dict__["name"], cls)
+
     @staticmethod
     def variants() -> dict[str, type[AlgoConfig]]:
-        from robopol.algos import ALGO_CONFIGS
-
-        return ALGO_CONFIGS
+        return registry.lookup("algo config")
 
 
 @dataclass
@@ -115,7 +101,7 @@ class PolicyConfig:
                             doc="sampler noise when evaluating: zero (the deterministic mode, FPO++'s choice) or "
                                 "seeded standard normal, i.e. the policy as it acts in rollouts; zero noise averages "
                                 "the modes of a multimodal behaviour-cloned policy")
-    actor: ActorConfig = field(default_factory=GaussianActorConfig)
+    actor: ActorConfig = field(default_factory=lambda: ActorConfig.variants()["gaussian"]())
     critic: CriticConfig = field(default_factory=CriticConfig)
     algo: AlgoConfig = field(default_factory=lambda: AlgoConfig.variants()["ppo"]())
 
@@ -136,7 +122,8 @@ def check_actor_algo_pair(actor_type: Any, algo_name: Any) -> None:
 @dataclass
 class TrainConfig:
     total_env_steps: int = field(1_000_000, gt=0, doc="environment steps (not chunks) over all envs")
-    rollout_steps: int = field(256, ge=1, doc="chunk steps per env between updates")
+    rollout_steps: int = field(256, ge=1, doc="chunk steps per env per iteration: on-policy, between updates; "
+                                              "off-policy, one block of collection and updates (a train.csv row)")
     eval_every: int = field(10, ge=0, doc="iterations between evaluations; 0 evaluates only at the end")
     eval_episodes: int = field(10, ge=1)
     checkpoint_every: int = field(10, ge=1, doc="iterations between checkpoints")

@@ -18,7 +18,7 @@ import torch
 
 from robopol.config import PolicyConfig, TaskConfig
 from robopol.data.atomic import atomic_output
-from robopol.policies.inference import InferencePolicy
+from robopol.policies.bundle import PolicyBundle
 from robopol.protocols import SUCCESS_COVERAGE
 from robopol.sim.factory import EVAL_SEED_BASE, make_env
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def evaluate(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, episodes: int,
+def evaluate(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfig, episodes: int,
              seed_base: int = EVAL_SEED_BASE) -> dict[str, float]:
     """Run `episodes` episodes side by side, one per seed seed_base + i, with the sampler noise that
     policy_cfg.eval_noise names (random noise is drawn from a generator seeded with seed_base, so the
@@ -89,7 +89,7 @@ def _offscreen_gl_problem() -> str | None:
 
 
 @torch.inference_mode()
-def record_video(policy: InferencePolicy, task: TaskConfig, policy_cfg: PolicyConfig, path: Path,
+def record_video(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfig, path: Path,
                  seed: int = EVAL_SEED_BASE, max_frames: int = 1000) -> Path | None:
     """The first evaluation episode rendered offscreen to MP4; None (and a warning) when there is no GL."""
     problem = _offscreen_gl_problem() if _renders_with_mujoco(task) else None

@@ -44,7 +44,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, formats: Sequ
 def export_policy(policy: torch.nn.Module, out_dir: str | Path, formats: Sequence[str] = FORMATS, *,
                   source: str | None = None, env_id: str | None = None, control_rate_hz: float | None = None,
                   atol: float = PARITY_ATOL) -> dict[str, Any]:
-    """Export an InferencePolicy; raise ExportError if any format differs from PyTorch by more than atol."""
+    """Export a policy bundle; raise ExportError if any format differs from PyTorch by more than atol."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ExportError(f"export formats {list(formats)} not allowed; choose from: {', '.join(FORMATS)}")

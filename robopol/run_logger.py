@@ -53,11 +53,11 @@ class RunLogger:
         with open(path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def truncate_after(self, env_steps: int) -> None:
+    def truncate_after(self, step: int, streams: tuple[str, ...]) -> None:
         """On resume, drop rows logged after the checkpoint so curves do not double back."""
-        for stream in ("train", "eval"):
+        for stream in streams:
             rows = self.read(stream)
-            kept = [r for r in rows if int(float(r["env_steps"])) <= env_steps]
+            kept = [r for r in rows if int(float(r["env_steps"])) <= step]
             if len(kept) != len(rows):
                 self._write(self.run_dir / f"{stream}.csv", kept)
 

@@ -13,24 +13,24 @@ from robopol.hardware.robot import Observation, Robot
 from robopol.policies.base import ChunkSpec
 from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
-from robopol.policies.inference import InferencePolicy
+from robopol.policies.bundle import PolicyBundle
 
 
 def tiny_policy(kind: str = "flow", obs_dim: int = 4, act_dim: int = 1, horizon: int = 8, n_action_steps: int = 4,
-                n_obs_steps: int = 2, bound: float = 3.0, seed: int = 0) -> InferencePolicy:
+                n_obs_steps: int = 2, bound: float = 3.0, seed: int = 0) -> PolicyBundle:
     """flow (K=10), ddim (5 of 20) or ddpm (20): small random networks, the real sampler code."""
     torch.manual_seed(seed)
     spec = ChunkSpec(obs_dim, act_dim, n_obs_steps, horizon, n_action_steps)
     actor = {"flow": lambda: FlowActor(spec, hidden=(32, 32), num_steps=10),
              "ddim": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20, ddim_steps=5),
              "ddpm": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20)}[kind]()
-    return InferencePolicy(actor, Normalizer(obs_dim, -bound * np.ones(act_dim), bound * np.ones(act_dim))).eval()
+    return PolicyBundle({"actor": actor}, Normalizer(obs_dim, -bound * np.ones(act_dim), bound * np.ones(act_dim))).eval()
 
 
 class NanPolicy(torch.nn.Module):
     """Returns NaN actions: what a diverged checkpoint looks like to the loop."""
 
-    def __init__(self, policy: InferencePolicy) -> None:
+    def __init__(self, policy: PolicyBundle) -> None:
         super().__init__()
         self.inner = policy
         for name in ("obs_dim", "act_dim", "n_obs_steps", "horizon", "n_action_steps", "action_low", "action_high"):

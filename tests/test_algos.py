@@ -6,13 +6,19 @@ import torch
 from robopol.algos.dppo import DPPO, DPPOConfig, denoising_clip_schedule
 from robopol.algos.fpo import FPO, FPOConfig
 from robopol.algos.ppo import PPO, PPOConfig
-from robopol.critics import ValueCritic
+from robopol.config import ActorConfig, PolicyConfig
 from robopol.policies.base import ChunkSpec
 from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
 from robopol.policies.gaussian import GaussianActor
 
 SPEC = ChunkSpec(obs_dim=3, act_dim=2, n_obs_steps=1, horizon=2, n_action_steps=2)
+
+
+def policy(algo_cfg) -> PolicyConfig:
+    """A policy config for `algo_cfg`, with its actor type and the default 64x64 tanh V critic."""
+    actor = ActorConfig.variants()[algo_cfg.actor_types[0]]()
+    return PolicyConfig(horizon=2, n_action_steps=2, actor=actor, algo=algo_cfg)
 
 
 def _batch(algo, n=16):
@@ -24,7 +30,7 @@ def _batch(algo, n=16):
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_fpo_ratio_is_one_when_the_policy_has_not_moved(per_sample):
-    algo = FPO(FPOConfig(per_sample_ratio=per_sample), FlowActor(SPEC, hidden=(16,)), ValueCritic(3, 1))
+    algo = FPO(policy(FPOConfig(per_sample_ratio=per_sample)), FlowActor(SPEC, hidden=(16,)))
     batch = _batch(algo)
     log_ratio = algo.log_ratio(batch)
     assert log_ratio.shape == ((16, 8) if per_sample else (16,))
@@ -35,7 +41,7 @@ def test_fpo_ratio_is_one_when_the_policy_has_not_moved(per_sample):
 
 def test_fpo_ratio_moves_with_the_flow_matching_loss():
     """Lowering the CFM loss of the stored action raises its ratio above 1 (FPO's likelihood proxy)."""
-    algo = FPO(FPOConfig(), FlowActor(SPEC, hidden=(32,)), ValueCritic(3, 1))
+    algo = FPO(policy(FPOConfig()), FlowActor(SPEC, hidden=(32,)))
     batch = _batch(algo)
     opt = torch.optim.Adam(algo.actor.parameters(), lr=1e-3)
     for _ in range(20):
@@ -46,10 +52,10 @@ def test_fpo_ratio_moves_with_the_flow_matching_loss():
 
 
 def test_ppo_and_dppo_ratios_are_one_before_an_update():
-    ppo = PPO(PPOConfig(), GaussianActor(SPEC), ValueCritic(3, 1))
+    ppo = PPO(policy(PPOConfig()), GaussianActor(SPEC))
     batch = _batch(ppo)
     torch.testing.assert_close(ppo.actor.log_prob(batch["obs"], batch["actions"]), batch["log_prob"])
-    dppo = DPPO(DPPOConfig(), DiffusionActor(SPEC, hidden=(16,), denoising_steps=6), ValueCritic(3, 1))
+    dppo = DPPO(policy(DPPOConfig()), DiffusionActor(SPEC, hidden=(16,), denoising_steps=6))
     batch = _batch(dppo)
     torch.testing.assert_close(dppo.actor.chain_log_prob(batch["obs"], batch["chain"]), batch["log_prob"])
     assert batch["chain"].shape == (16, 7, 2, 2)
@@ -65,8 +71,7 @@ def test_dppo_clip_grows_from_base_to_last():
 def test_critic_warmup_leaves_the_actor_untouched():
     from robopol.data.rollout import RolloutBuffer
 
-    algo = DPPO(DPPOConfig(critic_warmup_iters=1, update_epochs=1), DiffusionActor(SPEC, hidden=(16,), denoising_steps=4),
-                ValueCritic(3, 1))
+    algo = DPPO(policy(DPPOConfig(critic_warmup_iters=1, update_epochs=1)), DiffusionActor(SPEC, hidden=(16,), denoising_steps=4))
     buf = RolloutBuffer(4, 2, (1, 3), (2, 2), algo.extras_spec())
     for _ in range(4):
         obs = torch.randn(2, 1, 3)
@@ -100,11 +105,10 @@ def test_spo_loss_is_optimal_one_clip_from_one_and_pulls_back_past_it():
 
 
 def test_fpo_aspo_uses_the_clip_for_positive_and_spo_for_negative_advantages():
-    from robopol.algos.base import clipped_losses
     from robopol.algos.fpo import spo_losses
+    from robopol.algos.on_policy import clipped_losses
 
-    algo = FPO(FPOConfig(per_sample_ratio=True, trust_region="aspo", clip=0.05), FlowActor(SPEC, hidden=(16,)),
-               ValueCritic(3, 1))
+    algo = FPO(policy(FPOConfig(per_sample_ratio=True, trust_region="aspo", clip=0.05)), FlowActor(SPEC, hidden=(16,)))
     batch = _batch(algo)
     with torch.no_grad():
         for p in algo.actor.parameters():

@@ -13,9 +13,8 @@ from robopol.data.episodes import Episode
 from robopol.data.robomimic_hdf5 import read_robomimic_hdf5, write_robomimic_hdf5
 from robopol.data.windows import make_windows, window_indices
 from robopol.errors import ConfigError, DataError
-from robopol.pretrain import pretrain
 from robopol.sim import pusht
-from robopol.train import Trainer, train
+from robopol.runner import Runner, train
 
 SMALL = ["policy.n_obs_steps=1", "policy.horizon=2", "policy.n_action_steps=2", "policy.actor.hidden=[64,64]",
          "task.env_kwargs.max_episode_steps=8", "train.eval_episodes=2", "train.video=false", "train.progress=false"]
@@ -55,15 +54,15 @@ def bc_run(dataset, tmp_path_factory):
     cfg = load_run_config(["task=pusht", "policy=bc_diffusion", f"policy.algo.dataset={dataset}", *DIFFUSION,
                            "policy.algo.num_steps=400", "policy.algo.batch_size=64", "policy.algo.lr=3e-3",
                            "policy.algo.warmup_steps=20", "policy.algo.val_every=100"])
-    return pretrain(cfg, tmp_path_factory.mktemp("bc"))
+    return train(cfg, tmp_path_factory.mktemp("bc"))
 
 
 def test_pretrain_lowers_the_loss_and_reproduces_a_demonstrated_action(bc_run, dataset):
     run_dir, result = bc_run
-    with open(run_dir / "bc.csv", newline="") as f:
+    with open(run_dir / "offline.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["loss"]) < 0.5 * float(rows[0]["loss"])
-    assert result["val_loss"] < 0.5 and (run_dir / "bc_loss.png").exists()
+    assert result["val_loss"] < 0.5 and (run_dir / "offline_loss.png").exists()
     # evaluated with PushT's protocol on the fixed seeds
     assert result["episodes"] == 2 and 0.0 <= result["mean_max_reward"] <= 1.0
     # the checkpoint alone acts like the demonstrator on a seen observation (env units, pixels)
@@ -91,7 +90,7 @@ def test_dppo_finetunes_the_bc_checkpoint_on_its_frozen_copy(bc_run, tmp_path):
                            "policy.critic.hidden=[32]", "policy.actor.ft_denoising_steps=2", "sim.num_envs=2",
                            "train.rollout_steps=16", "train.total_env_steps=256", "policy.algo.critic_warmup_iters=1",
                            "policy.algo.minibatch_size=16", "train.eval_every=0"])
-    trainer = Trainer(cfg, tmp_path)
+    trainer = Runner(cfg, tmp_path)
     bc = load_checkpoint(run_dir)
     actor = trainer.algo.actor
     assert actor.ft_model is not None and actor.ft_denoising_steps == 2
@@ -114,18 +113,23 @@ def test_dppo_finetunes_the_bc_checkpoint_on_its_frozen_copy(bc_run, tmp_path):
 def test_bad_dataset_and_wrong_task_give_one_clear_error(dataset, tmp_path):
     missing = load_run_config(["task=pusht", "policy=bc_flow", f"policy.algo.dataset={tmp_path / 'nope.hdf5'}", *SMALL])
     with pytest.raises(DataError, match=r"policy.algo.dataset: .*nope.hdf5 does not exist"):
-        pretrain(missing, tmp_path / "a")
+        train(missing, tmp_path / "a")
     wrong = load_run_config(["task=lift", "policy=bc_flow", f"policy.algo.dataset={dataset}", *SMALL[:4]])
     with pytest.raises(DataError, match="expects 'Lift'; the file was made for another task"):
-        pretrain(wrong, tmp_path / "b")
+        train(wrong, tmp_path / "b")
     with pytest.raises(ConfigError, match="policy.algo.dataset: not set"):
-        pretrain(load_run_config(["task=pusht", "policy=bc_flow", *SMALL]), tmp_path / "c")
+        train(load_run_config(["task=pusht", "policy=bc_flow", *SMALL]), tmp_path / "c")
 
 
-def test_bc_config_is_validated_and_refused_by_the_rl_trainer(tmp_path):
+def test_bc_config_is_validated_and_refused_by_the_rl_trainer(tmp_path, capsys):
+    from robopol.cli import main
+
     with pytest.raises(ConfigError, match="policy.algo.batch_size: 0 is out of range"):
         load_run_config(["task=pusht", "policy=bc_diffusion", "policy.algo.batch_size=0"])
     with pytest.raises(ConfigError, match="policy.algo.ema_decay"):
         load_run_config(["task=pusht", "policy=bc_diffusion", "policy.algo.ema_decay=1.5"])
-    with pytest.raises(ConfigError, match="robopol pretrain"):
-        train(load_run_config(["task=pusht", "policy=bc_diffusion", *DIFFUSION]), tmp_path)
+    assert main(["train", "task=pusht", "policy=bc_diffusion", *DIFFUSION, f"train.run_dir={tmp_path / 'r'}"]) == 2
+    assert "policy.algo.name=bc trains offline: run it with `robopol pretrain`" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["pretrain", "task=reach", "policy=ppo"]) == 2
+    assert "trains online: run it with `robopol train`" in capsys.readouterr().err

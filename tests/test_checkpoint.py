@@ -15,7 +15,7 @@ from robopol import checkpoint as ckpt_mod
 from robopol.checkpoint import load_checkpoint, load_policy
 from robopol.config import load_run_config
 from robopol.errors import CheckpointError, ConfigError
-from robopol.train import Trainer, resume
+from robopol.runner import Runner, resume
 
 FAST = ["task=reach", "train.rollout_steps=16", "sim.num_envs=4", "train.eval_every=0", "train.eval_episodes=2",
         "train.progress=false", "train.video=false", "train.checkpoint_every=1"]
@@ -24,7 +24,7 @@ FAST = ["task=reach", "train.rollout_steps=16", "sim.num_envs=4", "train.eval_ev
 @pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo"])
 def test_checkpoint_round_trip_reproduces_the_policy(policy, tmp_path):
     cfg = load_run_config(FAST + [f"policy={policy}", "train.total_env_steps=128"])
-    trainer = Trainer(cfg, tmp_path)
+    trainer = Runner(cfg, tmp_path)
     trainer.run()
     original = trainer.policy()
     loaded = load_policy(tmp_path)
@@ -43,7 +43,7 @@ def test_checkpoint_round_trip_reproduces_the_policy(policy, tmp_path):
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     cfg = load_run_config(FAST + ["policy=ppo", "train.total_env_steps=64"])
-    trainer = Trainer(cfg, tmp_path)
+    trainer = Runner(cfg, tmp_path)
     trainer.run()
     before = load_checkpoint(tmp_path).path
 
@@ -51,6 +51,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
         raise KeyboardInterrupt("killed mid-write")
 
     trainer.env_steps += 64
+    trainer.progress += 64
     monkeypatch.setattr(ckpt_mod, "save_file", dying_save)
     with pytest.raises(KeyboardInterrupt):
         trainer.save()
@@ -85,12 +86,12 @@ def test_resume_after_sigkill_continues_step_count_optimiser_and_rng(tmp_path):
     state = killed.trainer_state()
 
     cfg = killed.config
-    trainer = Trainer(cfg, run, resume=killed)
+    trainer = Runner(cfg, run, resume=killed)
     assert trainer.env_steps == killed.env_steps
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
     adam = trainer.algo.optimizers()["actor_critic"].state_dict()["state"][0]["step"]
     assert adam == state["optimizers"]["actor_critic"]["state"][0]["step"] and adam > 0
-    trainer.envs.close()
+    trainer.loop.close()
 
     _, metrics = resume(run)
     final = load_checkpoint(run)
@@ -101,7 +102,7 @@ def test_resume_after_sigkill_continues_step_count_optimiser_and_rng(tmp_path):
 
 def test_resume_extends_a_finished_run_to_a_larger_budget(tmp_path):
     cfg = load_run_config(FAST + ["policy=ppo", "train.total_env_steps=128"])
-    Trainer(cfg, tmp_path).run()
+    Runner(cfg, tmp_path).run()
     done = load_checkpoint(tmp_path).env_steps
     with pytest.raises(ConfigError, match=f"train.total_env_steps: 64 is not beyond the {done} env steps"):
         resume(tmp_path, total_env_steps=64)
@@ -118,7 +119,7 @@ def test_eval_command_writes_the_protocol_result_and_a_rollout_video(tmp_path):
     from robopol.sim.factory import EVAL_SEED_BASE
 
     cfg = load_run_config(FAST + ["policy=ppo", "train.total_env_steps=128"])
-    Trainer(cfg, tmp_path).run()
+    Runner(cfg, tmp_path).run()
     assert main(["eval", str(tmp_path), "--episodes", "3"]) == 0
     result = json.loads((tmp_path / "eval" / "result.json").read_text())
     expected = evaluate(load_policy(tmp_path), cfg.task, cfg.policy, 3)  # same fixed seeds, same numbers

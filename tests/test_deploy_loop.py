@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory) -> Path:
     if os.environ.get("ROBOPOL_DEPLOY_CHECKPOINT"):
         return Path(os.environ["ROBOPOL_DEPLOY_CHECKPOINT"])
     from robopol.config import load_run_config
-    from robopol.train import train
+    from robopol.runner import train
 
     run_dir = tmp_path_factory.mktemp("ip_fpo")
     cfg = load_run_config(["task=inverted_pendulum", "policy=fpo", f"train.total_env_steps={TRAIN_STEPS}",

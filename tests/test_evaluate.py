@@ -4,7 +4,7 @@ import torch
 
 from robopol.config import load_run_config
 from robopol.evaluate import eval_noise, evaluate
-from robopol.train import Trainer
+from robopol.runner import Runner
 
 FAST = ["task=reach", "policy=fpo", "train.rollout_steps=16", "sim.num_envs=2", "train.eval_every=0",
         "train.progress=false", "train.video=false"]
@@ -21,7 +21,7 @@ def test_eval_noise_modes():
 
 def test_random_noise_evaluation_reproduces_and_differs_from_the_deterministic_mode(tmp_path):
     cfg = load_run_config(FAST + ["policy.eval_noise=random"])
-    policy = Trainer(cfg, tmp_path).policy()  # an untrained flow: its samples depend on the noise
+    policy = Runner(cfg, tmp_path).policy()  # an untrained flow: its samples depend on the noise
     random_a = evaluate(policy, cfg.task, cfg.policy, 4)
     random_b = evaluate(policy, cfg.task, cfg.policy, 4)
     zero = evaluate(policy, cfg.task, load_run_config(FAST).policy, 4)

@@ -1,125 +1,70 @@
-"""The on-policy update shared by PPO, FPO and DPPO: minibatch epochs over a rollout buffer with a
-clipped surrogate, a value loss and early stopping on KL. Each algorithm supplies only how it acts
-(and what it stores per sample) and how it scores a stored sample under the current policy."""
+"""The algorithm contract every update rule follows, whatever loop drives it.
+
+An algorithm declares the loop that feeds it (`loop`: on_policy, off_policy or offline), builds the
+critics, buffers and optimisers it needs from the policy config, and answers the Runner's few
+questions: how to act, how to update on what the loop hands it, which modules and state a checkpoint
+must hold, and which actors a policy bundle serves. Subclasses register themselves under their
+config's `name` (robopol.registry), so adding one edits no central table."""
 
 from __future__ import annotations
 
 import abc
-from collections import defaultdict
-from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from robopol.config import AlgoConfig
-from robopol.critics import ValueCritic
-from robopol.data.rollout import RolloutBuffer
+from robopol import registry
+from robopol.config import AlgoConfig, PolicyConfig
+from robopol.errors import ConfigError
 from robopol.policies.base import Actor
-from robopol.typed_config import field
+
+LOOPS = ("on_policy", "off_policy", "offline")
 
 
-@dataclass
-class OnPolicyConfig(AlgoConfig):
-    lr: float = field(3e-4, gt=0, doc="actor learning rate")
-    critic_lr: float = field(3e-4, gt=0)
-    gamma: float = field(0.99, ge=0, le=1, doc="discount per executed chunk")
-    gae_lambda: float = field(0.95, ge=0, le=1)
-    update_epochs: int = field(10, ge=1)
-    minibatch_size: int = field(64, ge=1)
-    clip: float = field(0.2, gt=0)
-    vf_coef: float = field(0.5, ge=0)
-    ent_coef: float = field(0.0, ge=0)
-    max_grad_norm: float = field(0.5, gt=0)
-    target_kl: float = field(0.0, ge=0, doc="0 disables early stopping")
-    norm_adv: bool = True
-    anneal_lr: bool = True
-    critic_warmup_iters: int = field(0, ge=0, doc="updates in which only the critic learns")
+class Algorithm(abc.ABC):
+    config_class: ClassVar[type[AlgoConfig]]
+    loop: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_class" in cls.__dict__:
+            if cls.loop not in LOOPS:
+                raise TypeError(f"{cls.__qualname__}.loop must be one of {LOOPS}, got {cls.loop!r}")
+            registry.register("algorithm", cls.config_class.name, cls)
 
-def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
-    """PPO's pessimistic objective as a per-sample loss."""
-    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
-
-
-def clip_fraction(ratio: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
-    """The fraction of samples whose ratio lies outside 1 +- clip."""
-    return ((ratio - 1).abs() > clip).float().mean()
-
-
-def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's pessimistic objective as a loss, and the fraction of samples the clip was active on."""
-    return clipped_losses(ratio, adv, clip).mean(), clip_fraction(ratio, clip)
-
-
-def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
-    """Schulman's low-variance KL(old || new) estimator."""
-    return (log_ratio.exp() - 1 - log_ratio).mean()
-
-
-class OnPolicyAlgorithm(abc.ABC):
-    def __init__(self, cfg: OnPolicyConfig, actor: Actor, critic: ValueCritic) -> None:
-        self.cfg, self.actor, self.critic = cfg, actor, critic
-        # One fused Adam (a kernel per step, not a Python loop over tensors) with a group per network.
-        self.optimizer = torch.optim.Adam([{"params": [p for p in actor.parameters() if p.requires_grad], "lr": cfg.lr},
-                                           {"params": list(critic.parameters()), "lr": cfg.critic_lr}], eps=1e-5, fused=True)
-        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.iteration = 0
+    def __init__(self, policy: PolicyConfig, actor: Actor) -> None:
+        self.cfg, self.actor = policy.algo, actor
 
     @abc.abstractmethod
-    def extras_spec(self) -> dict[str, tuple[int, ...]]:
-        """Per-sample tensors (name -> shape) this algorithm stores in the rollout buffer."""
+    def update(self, data: Any, progress: float) -> dict[str, float]:
+        """One update on what the loop collected; `progress` in [0, 1) is the share of the run done."""
 
-    @abc.abstractmethod
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Exploratory action chunks for normalised observations, and the extras to store."""
-
-    @abc.abstractmethod
-    def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{'loss', 'approx_kl', 'clip_fraction'} of a minibatch under the current actor."""
+        """Exploratory action chunks for normalised observations, and per-sample extras to store."""
+        return self.actor.sample(obs, torch.randn(self.actor.noise_shape(obs.shape[0]))), {}
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"actor": self.actor, "critic": self.critic}
+        """Networks a checkpoint holds (weights); `actor` is always among them."""
+        return {"actor": self.actor}
+
+    def policy_actors(self) -> dict[str, Actor]:
+        """The actors a policy bundle serves for evaluation, export and deploy."""
+        return {"actor": self.actor}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor_critic": self.optimizer}
+        return {}
 
-    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
-        """One iteration of minibatch epochs; `progress` in [0, 1) drives learning-rate annealing."""
-        cfg = self.cfg
-        scale = 1.0 - progress if cfg.anneal_lr else 1.0
-        actor_group, critic_group = self.optimizer.param_groups
-        actor_group["lr"], critic_group["lr"] = cfg.lr * scale, cfg.critic_lr * scale
-        train_actor = self.iteration >= cfg.critic_warmup_iters
-        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for _ in range(cfg.update_epochs):
-            epoch_kl = []
-            for batch in buffer.minibatches(cfg.minibatch_size):
-                adv = batch["advantages"]
-                if cfg.norm_adv and adv.numel() > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                value_loss = 0.5 * (self.critic(batch["obs"]) - batch["returns"]).pow(2).mean()
-                loss = cfg.vf_coef * value_loss
-                if train_actor:
-                    policy = self.policy_loss(batch, adv)
-                    loss = loss + policy["loss"]
-                    for key, value in policy.items():
-                        stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
-                    epoch_kl.append(policy["approx_kl"].detach())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
-                self.optimizer.step()  # during critic warm-up the actor has no gradients, so Adam skips it
-                stats["value_loss"].append(value_loss.detach())
-            if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
-                break
-        self.iteration += 1
-        out = {key: torch.stack(values).mean().item() for key, values in stats.items()}
-        returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
-        out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """Everything else resume needs (counters, EMA targets, schedules), as nested tensors and numbers."""
+        return {}
 
-    def state_dict(self) -> dict[str, int]:
-        return {"iteration": self.iteration}
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.iteration = int(state["iteration"])
+
+def algorithm_class(name: str) -> type[Algorithm]:
+    algorithms = registry.lookup("algorithm")
+    if name not in algorithms:
+        raise ConfigError(f"policy.algo.name: {name!r} has no algorithm; choose one of: {', '.join(sorted(algorithms))}")
+    return algorithms[name]

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
+from robopol.algos.on_policy import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
 from robopol.policies.diffusion import DiffusionActor
 from robopol.typed_config import field
 
@@ -39,6 +39,7 @@ def denoising_clip_schedule(steps: int, base: float, last: float, rate: float) -
 
 
 class DPPO(OnPolicyAlgorithm):
+    config_class = DPPOConfig
     cfg: DPPOConfig
     actor: DiffusionActor
 

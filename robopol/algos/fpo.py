@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clip_fraction, clipped_losses
+from robopol.algos.on_policy import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clip_fraction, clipped_losses
 from robopol.policies.flow import FlowActor
 from robopol.typed_config import field
 
@@ -37,6 +37,7 @@ def spo_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Ten
 
 
 class FPO(OnPolicyAlgorithm):
+    config_class = FPOConfig
     cfg: FPOConfig
     actor: FlowActor
 

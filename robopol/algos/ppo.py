@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from robopol.algos.base import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
+from robopol.algos.on_policy import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
 from robopol.policies.gaussian import GaussianActor
 
 
@@ -18,6 +18,7 @@ class PPOConfig(OnPolicyConfig):
 
 
 class PPO(OnPolicyAlgorithm):
+    config_class = PPOConfig
     actor: GaussianActor
 
     def extras_spec(self) -> dict[str, tuple[int, ...]]:

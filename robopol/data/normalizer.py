@@ -76,6 +76,11 @@ class RewardScaler:
         self.returns[done] = 0.0
         return np.clip(reward / np.sqrt(self.var + self.eps), -self.clip, self.clip)
 
+    @property
+    def std(self) -> float:
+        """The current divisor: sqrt of the running variance of the discounted return."""
+        return float(np.sqrt(self.var + self.eps))
+
     def _update(self, x: np.ndarray) -> None:
         n, mean, var = x.shape[0], x.mean(), x.var()
         total = self.count + n

@@ -1,1 +1,2 @@
-"""Actors behind one contract (base.Actor); `factory.make_actor` builds them from a config."""
+"""Actors behind one contract (base.Actor); each module holds an actor and its config, whose
+`build(spec)` makes it (configs register themselves by `type`, see robopol.registry)."""

@@ -8,10 +8,13 @@ deterministic mode. That single entry point is what rollouts, evaluation and exp
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)  # the one constant every Gaussian log-density here uses
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,7 @@ class Actor(nn.Module, abc.ABC):
 
     def reset(self) -> None:
         """Clear inference-time state; the actors here are stateless, action queues live in the callers."""
+
+    def prepare_finetuning(self) -> None:
+        """Called once after pretrained weights are loaded for RL fine-tuning, and before restoring a
+        fine-tuned checkpoint; DPPO's diffusion actor makes its trainable copy of the last steps here."""

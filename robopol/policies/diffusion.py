@@ -13,8 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
+from robopol.config import ActorConfig
+from robopol.errors import ConfigError
 from robopol.policies.base import Actor, ChunkSpec
-from robopol.policies.networks import TimeConditionedMLP
+from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
+from robopol.typed_config import field
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -75,6 +80,10 @@ class DiffusionActor(Actor):
         self.ft_model = copy.deepcopy(self.model)
         self.model.requires_grad_(False)
 
+    def prepare_finetuning(self) -> None:
+        if self.ft_denoising_steps < self.num_sampling_steps:
+            self.finetune_last(self.ft_denoising_steps)
+
     def net_for_step(self, i: int) -> nn.Module:
         first_ft = self.num_sampling_steps - self.ft_denoising_steps
         return self.ft_model if self.ft_model is not None and i >= first_ft else self.model
@@ -130,3 +139,28 @@ class DiffusionActor(Actor):
         eps = torch.randn_like(actions)
         x_k = ab.sqrt() * actions + (1 - ab).sqrt() * eps
         return (self.model(x_k, k.float() / self.denoising_steps, obs) - eps).pow(2).mean()
+
+
+@dataclass
+class DiffusionActorConfig(ActorConfig):
+    type: str = "diffusion"
+    activation: str = field("mish", choices=tuple(ACTIVATIONS))
+    denoising_steps: int = field(20, ge=1)
+    ddim_steps: int = field(0, ge=0, doc="0 samples with DDPM over all denoising_steps")
+    ft_denoising_steps: int = field(0, ge=0, doc="0 fine-tunes every sampling step")
+    ddim_eta: float = field(1.0, ge=0)
+    min_sampling_std: float = field(0.1, ge=0)
+    min_logprob_std: float = field(0.1, gt=0)
+    time_dim: int = field(16, ge=2)
+
+    def __post_init__(self) -> None:
+        if self.ddim_steps > self.denoising_steps:
+            raise ConfigError(f"policy.actor.ddim_steps: {self.ddim_steps} exceeds denoising_steps={self.denoising_steps}")
+        sampling = self.ddim_steps or self.denoising_steps
+        if self.ft_denoising_steps > sampling:
+            raise ConfigError(f"policy.actor.ft_denoising_steps: {self.ft_denoising_steps} exceeds the {sampling} sampling steps")
+
+    def build(self, spec: ChunkSpec) -> DiffusionActor:
+        return DiffusionActor(spec, self.hidden, self.denoising_steps, self.ddim_steps, self.ft_denoising_steps,
+                              self.ddim_eta, self.min_sampling_std, self.min_logprob_std, time_dim=self.time_dim,
+                              activation=self.activation)

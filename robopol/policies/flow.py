@@ -10,8 +10,12 @@ from collections.abc import Sequence
 
 import torch
 
+from dataclasses import dataclass
+
+from robopol.config import ActorConfig
 from robopol.policies.base import Actor, ChunkSpec
-from robopol.policies.networks import TimeConditionedMLP
+from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
+from robopol.typed_config import field
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -81,3 +85,14 @@ class FlowActor(Actor):
         std = torch.tensor([self.step_std(i, sigma_scale) for i in range(steps)]).view(1, steps, 1, 1)
         z = (chain[:, 1:steps + 1] - mean) / std
         return (-0.5 * z.pow(2) - std.log() - 0.5 * LOG_2PI).sum(dim=(2, 3))
+
+
+@dataclass
+class FlowActorConfig(ActorConfig):
+    type: str = "flow"
+    activation: str = field("mish", choices=tuple(ACTIVATIONS))
+    flow_steps: int = field(10, ge=1)
+    time_dim: int = field(16, ge=2)
+
+    def build(self, spec: ChunkSpec) -> FlowActor:
+        return FlowActor(spec, self.hidden, self.flow_steps, self.time_dim, self.activation)

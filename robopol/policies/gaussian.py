@@ -8,6 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
+from robopol.config import ActorConfig
 from robopol.policies.base import Actor, ChunkSpec
 from robopol.policies.networks import mlp
 
@@ -51,3 +54,12 @@ class GaussianActor(Actor):
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return -self.log_prob(obs, actions).mean()
+
+
+@dataclass
+class GaussianActorConfig(ActorConfig):
+    type: str = "gaussian"
+    init_log_std: float = 0.0
+
+    def build(self, spec: ChunkSpec) -> GaussianActor:
+        return GaussianActor(spec, self.hidden, self.activation, self.init_log_std)

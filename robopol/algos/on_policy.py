@@ -1,0 +1,133 @@
+"""The on-policy update shared by PPO, FPO and DPPO: minibatch epochs over a rollout buffer with a
+clipped surrogate, a value loss and early stopping on KL. Each algorithm supplies only how it acts
+(and what it stores per sample) and how it scores a stored sample under the current policy. The
+on-policy loop (robopol.loops.on_policy) fills the buffer and computes GAE with `value`."""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from robopol.algos.base import Algorithm
+from robopol.config import AlgoConfig, PolicyConfig
+from robopol.critics import ValueCritic
+from robopol.data.rollout import RolloutBuffer
+from robopol.policies.base import Actor
+from robopol.typed_config import field
+
+
+@dataclass
+class OnPolicyConfig(AlgoConfig):
+    lr: float = field(3e-4, gt=0, doc="actor learning rate")
+    critic_lr: float = field(3e-4, gt=0)
+    gamma: float = field(0.99, ge=0, le=1, doc="discount per executed chunk")
+    gae_lambda: float = field(0.95, ge=0, le=1)
+    update_epochs: int = field(10, ge=1)
+    minibatch_size: int = field(64, ge=1)
+    clip: float = field(0.2, gt=0)
+    vf_coef: float = field(0.5, ge=0)
+    ent_coef: float = field(0.0, ge=0)
+    max_grad_norm: float = field(0.5, gt=0)
+    target_kl: float = field(0.0, ge=0, doc="0 disables early stopping")
+    norm_adv: bool = True
+    anneal_lr: bool = True
+    critic_warmup_iters: int = field(0, ge=0, doc="updates in which only the critic learns")
+
+
+def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+    """PPO's pessimistic objective as a per-sample loss."""
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+
+
+def clip_fraction(ratio: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+    """The fraction of samples whose ratio lies outside 1 +- clip."""
+    return ((ratio - 1).abs() > clip).float().mean()
+
+
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's pessimistic objective as a loss, and the fraction of samples the clip was active on."""
+    return clipped_losses(ratio, adv, clip).mean(), clip_fraction(ratio, clip)
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """Schulman's low-variance KL(old || new) estimator."""
+    return (log_ratio.exp() - 1 - log_ratio).mean()
+
+
+class OnPolicyAlgorithm(Algorithm):
+    loop = "on_policy"
+    cfg: OnPolicyConfig
+
+    def __init__(self, policy: PolicyConfig, actor: Actor) -> None:
+        super().__init__(policy, actor)
+        cfg, spec = self.cfg, actor.spec
+        self.critic = critic = ValueCritic(spec.obs_dim, spec.n_obs_steps, policy.critic.hidden, policy.critic.activation)
+        # One fused Adam (a kernel per step, not a Python loop over tensors) with a group per network.
+        self.optimizer = torch.optim.Adam([{"params": [p for p in actor.parameters() if p.requires_grad], "lr": cfg.lr},
+                                           {"params": list(critic.parameters()), "lr": cfg.critic_lr}], eps=1e-5, fused=True)
+        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.iteration = 0
+
+    @abc.abstractmethod
+    def extras_spec(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample tensors (name -> shape) this algorithm stores in the rollout buffer."""
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) of normalised observations, for GAE."""
+        return self.critic(obs)
+
+    @abc.abstractmethod
+    def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'loss', 'approx_kl', 'clip_fraction'} of a minibatch under the current actor."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_critic": self.optimizer}
+
+    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
+        """One iteration of minibatch epochs; `progress` in [0, 1) drives learning-rate annealing."""
+        cfg = self.cfg
+        scale = 1.0 - progress if cfg.anneal_lr else 1.0
+        actor_group, critic_group = self.optimizer.param_groups
+        actor_group["lr"], critic_group["lr"] = cfg.lr * scale, cfg.critic_lr * scale
+        train_actor = self.iteration >= cfg.critic_warmup_iters
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for _ in range(cfg.update_epochs):
+            epoch_kl = []
+            for batch in buffer.minibatches(cfg.minibatch_size):
+                adv = batch["advantages"]
+                if cfg.norm_adv and adv.numel() > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                value_loss = 0.5 * (self.critic(batch["obs"]) - batch["returns"]).pow(2).mean()
+                loss = cfg.vf_coef * value_loss
+                if train_actor:
+                    policy = self.policy_loss(batch, adv)
+                    loss = loss + policy["loss"]
+                    for key, value in policy.items():
+                        stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
+                    epoch_kl.append(policy["approx_kl"].detach())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()  # during critic warm-up the actor has no gradients, so Adam skips it
+                stats["value_loss"].append(value_loss.detach())
+            if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
+                break
+        self.iteration += 1
+        out = {key: torch.stack(values).mean().item() for key, values in stats.items()}
+        returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
+        out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])

@@ -1,0 +1,58 @@
+"""On-policy loop (PPO, FPO, DPPO): collect a rollout of chunk steps -> GAE -> algo.update(rollout).
+
+GAE bootstraps a truncated episode from V(final observation) and a terminated one from nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from robopol.algos.on_policy import OnPolicyAlgorithm
+from robopol.data.normalizer import RewardScaler
+from robopol.data.rollout import RolloutBuffer
+from robopol.loops.base import OnlineLoop, RunState, final_observations
+
+
+class OnPolicyLoop(OnlineLoop):
+    def __init__(self, runner: RunState) -> None:
+        super().__init__(runner)
+        cfg, spec = runner.cfg, runner.spec
+        self.algo: OnPolicyAlgorithm = runner.algo  # type: ignore[assignment]
+        self.buffer = RolloutBuffer(cfg.train.rollout_steps, cfg.sim.num_envs, (spec.n_obs_steps, spec.obs_dim),
+                                    (spec.horizon, spec.act_dim), self.algo.extras_spec())
+        self.reward_scaler = RewardScaler(cfg.sim.num_envs, self.algo.cfg.gamma) if cfg.sim.normalize_reward else None
+
+    def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
+        before = self.runner.env_steps
+        self.collect()
+        metrics = self.algo.update(self.buffer, progress=progress)
+        return self.runner.env_steps - before, {**metrics, **self.episode_metrics()}
+
+    @torch.inference_mode()
+    def collect(self) -> None:
+        """Fill the rollout buffer with one chunk step per env per slot, then compute GAE."""
+        algo, norm, gamma = self.algo, self.runner.normalizer, self.algo.cfg.gamma
+        self.buffer.reset()
+        for _ in range(self.runner.cfg.train.rollout_steps):
+            _, obs_n = self.observe()
+            actions, extras = algo.act(obs_n)
+            values = algo.value(obs_n)
+            reward, terminated, truncated, info = self.env_step(actions)
+            final_values = torch.zeros(len(reward))
+            if truncated.any():
+                idx = np.flatnonzero(truncated)
+                final_values[idx] = algo.value(norm.normalize_obs(final_observations(info, idx)))
+            scaled = self.reward_scaler(reward, terminated | truncated) if self.reward_scaler else reward
+            self.buffer.add(obs_n, actions, torch.as_tensor(scaled, dtype=torch.float32), torch.from_numpy(terminated),
+                            torch.from_numpy(truncated), values, final_values, gamma, **extras)
+        last_values = algo.value(norm.normalize_obs(torch.from_numpy(self.obs).float()))
+        self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.reward_scaler:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])

@@ -1,0 +1,203 @@
+"""The Runner: one owner for envs, normaliser, seeding, evaluation, logging and checkpoint/resume.
+
+It builds the actor from the policy config, hands it to the algorithm (which builds its own critics),
+and drives the loop the algorithm declares (robopol.loops: on_policy, off_policy or offline):
+
+    while progress < budget:  loop.iterate() -> log -> evaluate every eval_every -> checkpoint
+        every checkpoint_every iterations
+
+Progress counts env steps for the online loops and gradient steps for the offline one."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robopol.algos.base import algorithm_class
+from robopol.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from robopol.config import RunConfig
+from robopol.data.normalizer import Normalizer
+from robopol.errors import CheckpointError, ConfigError
+from robopol.evaluate import evaluate, record_video
+from robopol.loops import make_loop
+from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.bundle import PolicyBundle
+from robopol.run_logger import RunLogger
+from robopol.sim.factory import env_spec
+from robopol.typed_config import to_dict
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.task.name.replace('/', '_')}-{cfg.policy.name}-{stamp}"
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None = None) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        obs_dim, act_dim, low, high = env_spec(cfg.task)  # an unusable task fails before anything is written
+        algo_class = algorithm_class(cfg.policy.algo.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        torch.set_num_threads(cfg.train.threads)
+        _seed(cfg.train.seed)
+
+        pol = cfg.policy
+        self.spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
+        self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.clip_obs)
+        actor = pol.actor.build(self.spec)
+        if cfg.train.pretrained:
+            self._load_pretrained(actor, cfg.train.pretrained)
+        self.algo = algo_class(pol, actor)
+        self.loop = make_loop(self)
+        self.logger = RunLogger(run_dir)
+        self.env_steps, self.progress, self.iteration, self.wall_time = 0, 0, 0, 0.0
+        self.started = time.perf_counter()
+        if resume is not None:
+            self._restore(resume)
+        self.loop.start()
+
+    # ---- the outer loop a reader follows top to bottom ----
+    def run(self) -> dict[str, float]:
+        cfg, loop = self.cfg.train, self.loop
+        bar = tqdm(total=loop.budget, initial=self.progress, unit=loop.unit, unit_scale=True, dynamic_ncols=True,
+                   disable=not cfg.progress, desc=f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        result: dict[str, float] = {}
+        self.started = time.perf_counter() - self.wall_time
+        try:
+            if cfg.pretrained and self.progress == 0:
+                self.evaluate()  # the starting point a fine-tuning curve is measured from
+            while self.progress < loop.budget:
+                start = time.perf_counter()
+                advanced, metrics = loop.iterate(self.progress / loop.budget)
+                self.progress += advanced
+                self.iteration += 1
+                bar.update(advanced)
+                metrics[f"{loop.unit.replace(' ', '_')}s_per_second"] = advanced / (time.perf_counter() - start)
+                metrics["wall_time"] = self.wall_time = time.perf_counter() - self.started
+                if "episode_return" in metrics:
+                    metrics["episode_return"] = metrics.pop("episode_return")  # last column, as it always was
+                    bar.set_postfix(ret=f"{metrics['episode_return']:.1f}")
+                elif "loss" in metrics:
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if metrics:
+                    self.logger.log(loop.stream, self.progress, metrics)
+                finished = self.progress >= loop.budget
+                if finished or (loop.evaluates_in_run and cfg.eval_every and self.iteration % cfg.eval_every == 0):
+                    result = self.evaluate()
+                if finished or self.iteration % cfg.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            loop.close()
+        if not result:  # resumed a run that had already finished
+            result = self.evaluate()
+        if cfg.video:
+            record_video(self.policy(), self.cfg.task, self.cfg.policy, self.run_dir / "eval.mp4")
+        self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        loop.plot(self.logger)
+        self.logger.close()
+        return {**loop.summary(), **result}
+
+    def policy(self) -> PolicyBundle:
+        """What evaluation sees: eval-mode copies of the algorithm's actors with the normaliser; the
+        training actors keep their mode."""
+        return PolicyBundle.of(self.algo.policy_actors(), self.normalizer, self.cfg.policy)
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = evaluate(self.policy(), self.cfg.task, self.cfg.policy, self.cfg.train.eval_episodes)
+        metrics["wall_time"] = time.perf_counter() - self.started
+        self.logger.log("eval", self.env_steps, metrics)
+        self.logger.plot(f"{self.cfg.policy.name} on {self.cfg.task.name}")
+        return metrics
+
+    # ---- pretrained start, checkpoint and resume ----
+    def _load_pretrained(self, actor: Actor, path: str) -> None:
+        """Fine-tuning starts from a (behaviour-cloned) checkpoint's actor weights and normaliser."""
+        ckpt = load_checkpoint(path)
+        mine, theirs = self.spec, ckpt.spec
+        if mine != theirs:
+            raise CheckpointError(f"train.pretrained: {ckpt.path} was trained for {theirs}, but this run needs {mine}")
+        if ckpt.config.policy.actor.type != self.cfg.policy.actor.type:
+            raise CheckpointError(f"train.pretrained: {ckpt.path} holds a {ckpt.config.policy.actor.type} actor; "
+                                  f"policy.actor.type is {self.cfg.policy.actor.type}")
+        ckpt.load_into("actor", actor, "train.pretrained")
+        ckpt.load_into("normalizer", self.normalizer, "train.pretrained")
+        actor.prepare_finetuning()
+
+    def save(self) -> Path:
+        state: dict[str, Any] = {
+            "env_steps": self.env_steps, "progress": self.progress, "iteration": self.iteration,
+            "wall_time": self.wall_time, "algo": self.algo.state_dict(), "loop": self.loop.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.algo.optimizers().items()},
+            "rng": _rng_state(),
+        }
+        modules = {**self.algo.modules(), "normalizer": self.normalizer}
+        return save_checkpoint(self.run_dir, self.cfg, self.spec, self.env_steps, modules, state, step=self.progress)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        for name, module in {**self.algo.modules(), "normalizer": self.normalizer}.items():
+            ckpt.load_into(name, module, "resume")
+        state = ckpt.trainer_state()
+        for name, optimizer in self.algo.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.algo.load_state_dict(state["algo"])
+        self.loop.load_state_dict(state["loop"])
+        self.env_steps, self.iteration = int(state["env_steps"]), int(state["iteration"])
+        self.progress = int(state["progress"])
+        self.wall_time = float(state["wall_time"])
+        _set_rng_state(state["rng"])
+        self.logger.truncate_after(self.progress, (self.loop.stream,))
+        self.logger.truncate_after(self.env_steps, ("eval",))
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)}}
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate((3, tuple(rng["python"]), None))
+    np_rng = rng["numpy"]
+    np.random.set_state(("MT19937", np_rng["key"].numpy().astype(np.uint32), np_rng["pos"], np_rng["has_gauss"],
+                         np_rng["cached_gaussian"]))
+
+
+def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
+    algorithm_class(cfg.policy.algo.name)  # fails at once, before any file is written
+    run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
+    if (run_dir / "checkpoints" / "LATEST").exists():
+        raise ConfigError(f"train.run_dir: {run_dir} already holds a run; continue it with `robopol resume {run_dir}` "
+                          "or choose another train.run_dir")
+    for stale in ("train.csv", "eval.csv", "offline.csv"):
+        (run_dir / stale).unlink(missing_ok=True)
+    return run_dir, Runner(cfg, run_dir).run()
+
+
+def resume(run_dir: Path, total_env_steps: int | None = None) -> tuple[Path, dict[str, float]]:
+    """Continue a run from its newest checkpoint: weights, optimisers, normaliser, replay, counters and
+    RNG. `total_env_steps` extends (or sets) an online run's budget; an annealed learning rate follows."""
+    ckpt = load_checkpoint(run_dir)
+    if total_env_steps is not None:
+        if total_env_steps <= ckpt.env_steps:
+            raise ConfigError(f"train.total_env_steps: {total_env_steps} is not beyond the {ckpt.env_steps} env steps "
+                              f"{run_dir} has already run; give a larger budget")
+        ckpt.config.train.total_env_steps = total_env_steps
+    return Path(run_dir), Runner(ckpt.config, Path(run_dir), resume=ckpt).run()
