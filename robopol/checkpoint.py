@@ -1,16 +1,22 @@
 """Checkpoints: safetensors weights + JSON config (+ trainer state for resuming), written atomically.
 
 Layout of a run folder:
-    run_dir/checkpoints/step_<env steps>/{model.safetensors, config.json, trainer_state.safetensors, trainer_state.json}
+    run_dir/checkpoints/step_<env steps>/{model.safetensors, config.json, trainer_state.safetensors, trainer_state.json,
+                                          manifest.json}
     run_dir/checkpoints/LATEST   name of the newest complete checkpoint
 A checkpoint is written into a hidden temporary folder, fsynced and renamed into place before LATEST
 (itself replaced atomically) points at it, so a SIGKILL at any moment leaves the previous one intact.
-At most KEEP checkpoints are kept."""
+At most KEEP checkpoints are kept. manifest.json records the sha256 of every other file; loading
+checks each file against it before reading it, so a damaged file is named instead of loading wrong
+weights without a word."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ from robopol.typed_config import build, to_dict
 
 FORMAT_VERSION = 1
 KEEP = 2
+MANIFEST = "manifest.json"
+TRAINER_STATE_FILES = ("trainer_state.safetensors", "trainer_state.json")  # verified when resuming reads them
 
 
 def _split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -65,8 +73,12 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
 
     def trainer_state(self) -> dict[str, Any]:
-        tensors = load_file(self.path / "trainer_state.safetensors")
-        return _join_state(json.loads((self.path / "trainer_state.json").read_text()), tensors)
+        verify_files(self.path, TRAINER_STATE_FILES)
+        try:
+            tensors = load_file(self.path / "trainer_state.safetensors")
+            return _join_state(json.loads((self.path / "trainer_state.json").read_text()), tensors)
+        except (OSError, json.JSONDecodeError, SafetensorError, UnicodeDecodeError, KeyError) as exc:
+            raise CheckpointError(f"corrupt checkpoint {self.path}: unreadable trainer state ({exc})") from None
 
     def module_weights(self, name: str) -> dict[str, torch.Tensor]:
         prefix = f"{name}."
@@ -74,11 +86,15 @@ class Checkpoint:
 
     def load_into(self, name: str, module: torch.nn.Module, purpose: str) -> None:
         """Load the `name` weights into `module`; a mismatch becomes one error naming `purpose` and the cause."""
-        try:
-            module.load_state_dict(self.module_weights(name))
-        except RuntimeError as exc:
+        given, wanted = self.module_weights(name), module.state_dict()
+        problems = [f"missing {k}" for k in wanted if k not in given] + [f"unexpected {k}" for k in given if k not in wanted]
+        problems += [f"{k} is {tuple(given[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+                     for k, v in wanted.items() if k in given and given[k].shape != v.shape]
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
             raise CheckpointError(f"{purpose}: {name} weights of {self.path} do not fit this config "
-                                  f"({str(exc).splitlines()[0]})") from None
+                                  f"({'; '.join(problems[:3])}{more})")
+        module.load_state_dict(given)
 
 
 def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps: int,
@@ -98,6 +114,8 @@ def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps
         state_json = _split_state(trainer_state, "s", tensors)
         save_file(tensors, folder / "trainer_state.safetensors")
         (folder / "trainer_state.json").write_text(json.dumps(state_json))
+        digests = {p.name: _sha256(p) for p in sorted(folder.iterdir())}
+        (folder / MANIFEST).write_text(json.dumps({"sha256": digests}, indent=2))
     with atomic_output(root / "LATEST") as latest:
         latest.write_text(name)
     for old in sorted(p for p in root.glob("step_*") if p.name != name)[:-(KEEP - 1) or None]:
@@ -123,13 +141,43 @@ def resolve(path: str | Path) -> Path:
                           "or a folder holding model.safetensors and config.json")
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_files(folder: Path, names: Iterable[str] | None = None) -> None:
+    """Check `names` (default: every file but the trainer state) against the folder's manifest."""
+    if not (folder / MANIFEST).is_file():
+        if names is None:  # warned once per load, not again for the trainer state
+            warnings.warn(f"checkpoint {folder} has no {MANIFEST} (written before checkpoints recorded sha256s); "
+                          "its files cannot be verified", stacklevel=2)
+        return
+    try:
+        digests = json.loads((folder / MANIFEST).read_text())["sha256"]
+        names = [n for n in digests if n not in TRAINER_STATE_FILES] if names is None else list(names)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {folder}: {MANIFEST} is unreadable ({exc!r})") from None
+    for name in names:
+        if name not in digests or not (folder / name).is_file():
+            what = "is missing" if name in digests else f"has no sha256 in {MANIFEST}"
+            raise CheckpointError(f"corrupt checkpoint {folder}: {name} {what}")
+        if _sha256(folder / name) != digests[name]:
+            raise CheckpointError(f"corrupt checkpoint {folder}: {name} does not match its sha256 in {MANIFEST}; "
+                                  "the file was damaged or changed after it was written")
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     folder = resolve(path)
+    verify_files(folder)
     try:
         meta = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {folder}: config.json is not readable JSON ({exc})") from None
+    try:
         weights = load_file(folder / "model.safetensors")
-    except (OSError, json.JSONDecodeError, SafetensorError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint {folder}: {exc}") from None
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {folder}: model.safetensors is unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {folder}: format_version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
                               f" is not the supported {FORMAT_VERSION}")

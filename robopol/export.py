@@ -3,7 +3,8 @@
 The whole K-step sampler, normalisation included, becomes one graph with the noise as an explicit
 input, so a deployed policy is reproducible bit-for-bit from (obs, noise) and deterministic
 sampling is just zero noise. Every exported file is run through the same backend the control loop
-uses and compared with eager PyTorch on the same inputs; a mismatch fails the export."""
+uses and compared with eager PyTorch on the same inputs; a mismatch fails the export. policy.json
+records each file's sha256, which `verify_export` checks before a file is loaded for deployment."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ import numpy as np
 import torch
 
 from robopol.errors import RobopolError
-from robopol.hardware.backend import SPEC_FILE, EagerBackend, PolicySpec, load_exported
+from robopol.hardware.backend import (
+    SPEC_FILE,
+    EagerBackend,
+    PolicySpec,
+    load_exported,
+    read_export,
+)
 
 FORMATS = ("onnx", "torchscript")
 FILES = {"onnx": "policy.onnx", "torchscript": "policy.ts"}
@@ -34,7 +41,9 @@ class ExportError(RobopolError):
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> dict[str, Any]:
     """Load a run / checkpoint dir and export it; returns the JSON spec written to out_dir/policy.json."""
     from robopol.checkpoint import load_checkpoint, load_policy
+    from robopol.preflight import check_writable
 
+    check_writable(out_dir, "out_dir")
     ckpt = load_checkpoint(checkpoint)
     task = ckpt.config.task
     return export_policy(load_policy(ckpt), out_dir, formats, source=str(ckpt.path.resolve()), env_id=task.env_id,
@@ -82,6 +91,23 @@ def export_policy(policy: torch.nn.Module, out_dir: str | Path, formats: Sequenc
         meta["versions"]["onnxruntime"] = onnxruntime.__version__
     (out / SPEC_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def verify_export(export_dir: str | Path, formats: Sequence[str] | None = None) -> None:
+    """Check the exported files of `formats` (default: all policy.json lists) against the sha256
+    policy.json records, so a truncated or altered graph is named instead of crashing its runtime."""
+    meta = read_export(Path(export_dir))
+    files = meta.get("files", {})
+    for fmt in formats if formats is not None else list(files):
+        entry = files.get(fmt)
+        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
+            raise ExportError(f"{Path(export_dir) / SPEC_FILE} records no {fmt} file with its sha256; export again")
+        path = Path(export_dir) / entry["path"]
+        if not path.is_file():
+            raise ExportError(f"{path} is missing; {SPEC_FILE} lists it as the {fmt} export")
+        if _sha256(path) != entry["sha256"]:
+            raise ExportError(f"{path} does not match its sha256 in {SPEC_FILE}; the file was damaged or changed "
+                              "after export, export again")
 
 
 def _write_onnx(policy: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:

@@ -66,12 +66,13 @@ def load_backend(kind: str, source: PolicySource) -> InferenceBackend:
     """The single-threaded backend `kind` for a policy module, a checkpoint or an export dir.
 
     A checkpoint is exported (parity-checked) to a temporary dir for torchscript / onnx."""
-    from robopol.export import export_policy
+    from robopol.export import export_policy, verify_export
 
     if isinstance(source, torch.nn.Module):
         policy = source
     elif (Path(source) / SPEC_FILE).is_file():
         if kind != "eager":
+            verify_export(Path(source), (kind,))
             return load_exported(Path(source), kind)
         policy = _load_policy(read_export(Path(source))["source_checkpoint"])
     else:
