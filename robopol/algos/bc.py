@@ -24,6 +24,8 @@ class BCConfig(AlgoConfig):
     actor_types: ClassVar[tuple[str, ...]] = ("diffusion", "flow", "gaussian")
     name: str = "bc"
     dataset: str = field("", doc="robomimic HDF5 file or PushT zarr store made for the task")
+    drop_bad_episodes: bool = field(False, doc="drop demos with no steps or non-finite values (warning how many) "
+                                               "instead of refusing the file")
     num_steps: int = field(20_000, ge=1, doc="gradient steps")
     batch_size: int = field(256, ge=1)
     lr: float = field(1e-4, gt=0)

@@ -2,14 +2,19 @@
 
 PushT reads diffusion_policy zarr stores (or robomimic-layout HDF5) with the observation type the
 task's env produces; robomimic tasks read robomimic HDF5. The readers check that the file was made
-for the task (env_name, keys, shapes); here we also check that it matches the env's dimensions."""
+for the task (env_name, keys, shapes); here we also check every episode's values (no empty
+episodes, no NaN or inf, which would train to a NaN loss) and that the file matches the env's dimensions."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 from robopol.config import TaskConfig
-from robopol.data.episodes import Demonstrations
+from robopol.data.episodes import Demonstrations, Episode
 from robopol.data.pusht_zarr import read_pusht_zarr
 from robopol.data.robomimic_hdf5 import read_robomimic_hdf5
 from robopol.errors import ConfigError, DataError
@@ -30,8 +35,9 @@ def demo_task(task: TaskConfig) -> str:
                       "behaviour cloning needs a task with backend pusht or robomimic")
 
 
-def load_demonstrations(path: str | Path, task: TaskConfig) -> Demonstrations:
-    """Read `path` for `task`; reading first means a wrong path fails before any env is built."""
+def load_demonstrations(path: str | Path, task: TaskConfig, drop_bad: bool = False) -> Demonstrations:
+    """Read and validate `path` for `task`; reading first means a wrong path fails before any env is
+    built. `drop_bad` drops the episodes validation rejects (with a warning saying how many)."""
     if not str(path):
         raise ConfigError("policy.algo.dataset: not set; give a robomimic HDF5 file or a PushT zarr store "
                           "(make one with `robopol demos`)")
@@ -52,7 +58,40 @@ def load_demonstrations(path: str | Path, task: TaskConfig) -> Demonstrations:
                         "reads robomimic HDF5 files")
     else:
         demos = read_robomimic_hdf5(path, name)
-    return demos
+    return validate_episodes(demos, path, drop_bad)
+
+
+def episode_problem(ep: Episode) -> str | None:
+    """What makes an episode unusable for training (no steps, a non-finite value), or None."""
+    if len(ep) == 0:
+        return "has no steps"
+    arrays = {**{f"obs/{k}": v for k, v in ep.obs.items()}, "actions": ep.actions, "rewards": ep.rewards,
+              **{f"next_obs/{k}": v for k, v in (ep.next_obs or {}).items()}}
+    for key, value in arrays.items():
+        bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+        if bad.any():
+            steps = f"{int(bad.sum())} step{'s' if bad.sum() > 1 else ''}"
+            return f"{key} has non-finite values (NaN or inf) at {steps}, the first at step {int(bad.argmax())}"
+    return None
+
+
+def validate_episodes(demos: Demonstrations, path: str | Path, drop_bad: bool = False) -> Demonstrations:
+    """Refuse (or, with `drop_bad`, drop) the episodes that `episode_problem` rejects, naming the first."""
+    problems = {i: p for i, ep in enumerate(demos.episodes) if (p := episode_problem(ep)) is not None}
+    if not problems:
+        return demos
+    first = next(iter(problems))
+    where = f"{demos.episodes[first].name or f'episode {first}'}: {problems[first]}"
+    count = f"{len(problems)} of {len(demos.episodes)} episodes"
+    if not drop_bad or len(problems) == len(demos.episodes):
+        hint = "; set policy.algo.drop_bad_episodes=true to train on the others" if len(problems) < len(demos.episodes) else ""
+        raise DataError(f"policy.algo.dataset: {path}: {where} ({count} are unusable){hint}")
+    warnings.warn(f"policy.algo.dataset: {path}: dropped {count} (policy.algo.drop_bad_episodes=true); the first, {where}",
+                  stacklevel=1)  # one location, so reading the file twice (preflight, then the run) warns once
+    kept = [ep for i, ep in enumerate(demos.episodes) if i not in problems]
+    dropped = {demos.episodes[i].name.removeprefix("data/") for i in problems}
+    return dataclasses.replace(demos, episodes=kept, train_names=tuple(n for n in demos.train_names if n not in dropped),
+                               valid_names=tuple(n for n in demos.valid_names if n not in dropped))
 
 
 def check_dimensions(demos: Demonstrations, path: str | Path, task: TaskConfig, obs_dim: int, act_dim: int) -> None:

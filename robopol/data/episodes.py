@@ -24,6 +24,7 @@ class Episode:
     dones: np.ndarray  # (T,) bool; robomimic's convention: 1 on success and on the last step
     states: np.ndarray | None = None  # (T, state_dim) simulator states, when the format has them
     next_obs: dict[str, np.ndarray] | None = None  # obs after each action, when the format has them
+    name: str = ""  # where it sits in its file (data/demo_3, episode 3), for messages about it
 
     @property
     def flat_obs(self) -> np.ndarray:

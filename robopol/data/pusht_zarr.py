@@ -73,7 +73,7 @@ def read_pusht_zarr(path: Path, obs: str = "state") -> Demonstrations:
     done[ends - 1] = True
     split = lambda a: np.split(a, ends[:-1])  # noqa: E731
     pieces = {k: split(v) for k, v in parts.items()}
-    episodes = [Episode(obs={k: pieces[k][i] for k in parts}, actions=a, rewards=r, dones=d)
+    episodes = [Episode(obs={k: pieces[k][i] for k in parts}, actions=a, rewards=r, dones=d, name=f"episode {i}")
                 for i, (a, r, d) in enumerate(zip(split(action), split(reward), split(done)))]
     return Demonstrations(task="pusht", obs_keys=tuple(parts), episodes=episodes,
                           env_args={"env_name": pusht.ENV_ID, "env_kwargs": {"obs_type": obs}})

@@ -116,7 +116,7 @@ def _read_episode(group: h5py.Group, where: str, keys: Sequence[str], obs_dims: 
         raise DataError(f"{path}: {where}/states has {len(states)} steps but {where}/actions has {steps}")
     next_obs = ({k: _read_steps(group, f"next_obs/{k}", (steps, obs_dims[k]), where, path) for k in keys}
                 if all(f"next_obs/{k}" in group for k in keys) else None)
-    return Episode(obs=obs, actions=actions, rewards=rewards, dones=dones, states=states, next_obs=next_obs)
+    return Episode(obs=obs, actions=actions, rewards=rewards, dones=dones, states=states, next_obs=next_obs, name=where)
 
 
 def _read_steps(group: h5py.Group, key: str, shape: tuple[int, ...], where: str, path: Path) -> np.ndarray:

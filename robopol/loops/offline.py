@@ -50,7 +50,7 @@ class OfflineLoop(Loop):
         super().__init__(runner)
         cfg, algo = runner.cfg, runner.algo.cfg
         dataset = algo.dataset  # type: ignore[attr-defined]  (every offline algorithm reads a dataset)
-        self.demos = load_demonstrations(dataset, cfg.task)
+        self.demos = load_demonstrations(dataset, cfg.task, drop_bad=algo.drop_bad_episodes)  # type: ignore[attr-defined]
         check_dimensions(self.demos, dataset, cfg.task, runner.spec.obs_dim, runner.spec.act_dim)
         self.train_eps, self.valid_eps = split_episodes(self.demos)
         self.num_steps, self.batch_size, self.val_every = algo.num_steps, algo.batch_size, algo.val_every
