@@ -50,7 +50,7 @@ class ActorConfig:
 
     discriminator: ClassVar[str] = "type"
     type: str = "gaussian"
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    hidden: list[int] = field(gt=0, default_factory=lambda: [64, 64])
     activation: str = field("tanh", choices=tuple(ACTIVATIONS))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -69,7 +69,7 @@ class ActorConfig:
 
 @dataclass
 class CriticConfig:
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    hidden: list[int] = field(gt=0, default_factory=lambda: [64, 64])
     activation: str = field("tanh", choices=tuple(ACTIVATIONS))
 
 
@@ -155,6 +155,7 @@ def _is_gym_id(name: str) -> bool:
 
 def compose(overrides: list[str]) -> dict[str, Any]:
     """Hydra composition of the selected groups plus key=value overrides, as a plain dict."""
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -183,11 +184,23 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(CONFIG_ROOT), version_base=None):
         composed = hydra_compose(config_name=None, overrides=hydra_overrides)
     OmegaConf.set_struct(composed, False)  # unknown keys are reported by name when validating
+    merged = composed
+    for item in extra + rest:  # one at a time, so an error names its override
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot apply override {item!r}: {_one_line(exc)}") from None
     try:
-        merged = OmegaConf.merge(composed, OmegaConf.from_dotlist(extra + rest))
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot apply overrides {rest}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
-    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+        raise ConfigError(f"{getattr(exc, 'full_key', None) or 'config'}: cannot resolve its value ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The gist of an OmegaConf or YAML error, whose messages span several lines."""
+    if getattr(exc, "problem", None):  # yaml's MarkedYAMLError
+        return f"not valid YAML ({exc.problem})"  # type: ignore[attr-defined]
+    return str(getattr(exc, "msg", None) or exc).splitlines()[0]
 
 
 def load_run_config(overrides: list[str]) -> RunConfig:

@@ -30,6 +30,8 @@ from robopol.evaluate import evaluate, record_video
 from robopol.loops import make_loop
 from robopol.policies.base import Actor, ChunkSpec
 from robopol.policies.bundle import PolicyBundle
+from robopol.preflight import check_run_folder, preflight_run
+from robopol.run_lock import RunLock
 from robopol.run_logger import RunLogger
 from robopol.sim.factory import env_spec
 from robopol.typed_config import to_dict
@@ -183,21 +185,29 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
 def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
     algorithm_class(cfg.policy.algo.name)  # fails at once, before any file is written
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
-    if (run_dir / "checkpoints" / "LATEST").exists():
-        raise ConfigError(f"train.run_dir: {run_dir} already holds a run; continue it with `robopol resume {run_dir}` "
-                          "or choose another train.run_dir")
-    for stale in ("train.csv", "eval.csv", "offline.csv"):
-        (run_dir / stale).unlink(missing_ok=True)
-    return run_dir, Runner(cfg, run_dir).run()
+    preflight_run(cfg, run_dir)
+    with RunLock(run_dir):
+        if (run_dir / "checkpoints" / "LATEST").exists():
+            raise ConfigError(f"train.run_dir: {run_dir} already holds a run; continue it with `robopol resume {run_dir}` "
+                              "or choose another train.run_dir")
+        for stale in ("train.csv", "eval.csv", "offline.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+        return run_dir, Runner(cfg, run_dir).run()
 
 
 def resume(run_dir: Path, total_env_steps: int | None = None) -> tuple[Path, dict[str, float]]:
     """Continue a run from its newest checkpoint: weights, optimisers, normaliser, replay, counters and
     RNG. `total_env_steps` extends (or sets) an online run's budget; an annealed learning rate follows."""
-    ckpt = load_checkpoint(run_dir)
-    if total_env_steps is not None:
-        if total_env_steps <= ckpt.env_steps:
-            raise ConfigError(f"train.total_env_steps: {total_env_steps} is not beyond the {ckpt.env_steps} env steps "
-                              f"{run_dir} has already run; give a larger budget")
-        ckpt.config.train.total_env_steps = total_env_steps
-    return Path(run_dir), Runner(ckpt.config, Path(run_dir), resume=ckpt).run()
+    check_run_folder(run_dir)
+    with RunLock(run_dir):
+        ckpt = load_checkpoint(run_dir)
+        if total_env_steps is not None:
+            if algorithm_class(ckpt.config.policy.algo.name).loop == "offline":
+                raise ConfigError(f"--total-env-steps: {run_dir} trained offline ({ckpt.config.policy.algo.name}), a "
+                                  "budget of gradient steps (policy.algo.num_steps), not env steps; nothing to extend")
+            if total_env_steps <= ckpt.env_steps:
+                raise ConfigError(f"train.total_env_steps: {total_env_steps} is not beyond the {ckpt.env_steps} env steps "
+                                  f"{run_dir} has already run; give a larger budget")
+            ckpt.config.train.total_env_steps = total_env_steps
+        preflight_run(ckpt.config, Path(run_dir))
+        return Path(run_dir), Runner(ckpt.config, Path(run_dir), resume=ckpt).run()

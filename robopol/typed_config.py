@@ -1,5 +1,6 @@
 """Build typed dataclass configs from plain dicts, failing at once with the key, the value and
-what is allowed. Field metadata may carry `choices`, `ge`, `gt`, `le`, `lt`."""
+what is allowed. Field metadata may carry `choices`, `ge`, `gt`, `le`, `lt`; on a list field they
+apply to each element."""
 
 from __future__ import annotations
 
@@ -119,6 +120,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
 
 
 def _check(value: Any, meta: typing.Mapping[str, Any], path: str) -> Any:
+    if isinstance(value, list):
+        return [_check(v, meta, f"{path}[{i}]") for i, v in enumerate(value)]
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{path}: {value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")

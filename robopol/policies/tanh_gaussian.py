@@ -65,7 +65,7 @@ class TanhGaussianActor(Actor):
 @dataclass
 class TanhGaussianActorConfig(ActorConfig):
     type: str = "tanh_gaussian"
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    hidden: list[int] = field(gt=0, default_factory=lambda: [256, 256])
     activation: str = field("relu", choices=tuple(ACTIVATIONS))
 
     def build(self, spec: ChunkSpec) -> TanhGaussianActor:

@@ -29,6 +29,9 @@ def _make_gym(task: TaskConfig, render_mode: str | None) -> gym.Env:
         return gym.make(task.env_id, render_mode=render_mode, **kwargs)
     except gym.error.Error as exc:
         raise ConfigError(f"task.env_id: cannot make {task.env_id!r}: {exc}") from None
+    except TypeError as exc:  # an env_kwargs key the env's constructor does not take
+        raise ConfigError(f"task.env_kwargs: {task.env_id} does not accept {dict(task.env_kwargs)} "
+                          f"({str(exc).split(' was raised')[0]})") from None
 
 
 def _make_pusht(task: TaskConfig, render_mode: str | None) -> gym.Env:
