@@ -3,19 +3,24 @@
 `train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
 Runner (robopol.runner), which drives the loop the algorithm declares.
 
-User mistakes (RobopolError) end with one line on stderr and exit code 2, never a traceback."""
+User mistakes (RobopolError, and argparse's own) end with one line on stderr and exit code 2, never a
+traceback. Anything else is a bug: one line naming it and the crash log that holds its traceback
+(RUN/crash.log when a run folder was in use, else a temporary file), exit code 1."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from robopol.errors import RobopolError
+from robopol.errors import RobopolError, write_crash_log
 
 
 def _train(args: argparse.Namespace) -> dict:
@@ -42,18 +47,22 @@ def _resume(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    """Protocol metrics on fixed seeds, written with a rollout video to --out (default: an `eval`
-    folder in the given run or checkpoint folder), so a reported number has its file and its video."""
+    """Protocol metrics on fixed seeds, written with a rollout video to --out (default: RUN/eval, or
+    RUN/eval/step_N for one checkpoint folder of a run: never into a checkpoint), so a reported number
+    has its file and its video."""
     from robopol.checkpoint import load_checkpoint, load_policy
     from robopol.data.atomic import atomic_output
     from robopol.evaluate import evaluate, record_video
+    from robopol.preflight import check_memory, check_writable, env_memory
     from robopol.sim.factory import EVAL_SEED_BASE
 
     ckpt = load_checkpoint(args.checkpoint)
-    policy = load_policy(ckpt)
     cfg = ckpt.config
     episodes = args.episodes or cfg.train.eval_episodes
-    out = Path(args.out or Path(args.checkpoint) / "eval")
+    out = Path(args.out) if args.out else _default_eval_dir(Path(args.checkpoint), ckpt.path)
+    check_writable(out, "--out")
+    check_memory([env_memory(cfg.task, episodes, "--episodes")])
+    policy = load_policy(ckpt)
     result = {"checkpoint": str(ckpt.path), "task": cfg.task.name, "env_steps": ckpt.env_steps,
               "seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1],
               **evaluate(policy, cfg.task, cfg.policy, episodes)}
@@ -62,6 +71,13 @@ def _eval(args: argparse.Namespace) -> dict:
     with atomic_output(out / "result.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _default_eval_dir(given: Path, checkpoint: Path) -> Path:
+    if checkpoint.parent.name != "checkpoints":  # a checkpoint folder outside any run
+        return checkpoint.with_name(f"{checkpoint.name}-eval")
+    run = checkpoint.parent.parent
+    return run / "eval" if given.resolve() == run.resolve() else run / "eval" / checkpoint.name
 
 
 def _export(args: argparse.Namespace) -> dict:
@@ -111,8 +127,30 @@ def _demos(args: argparse.Namespace) -> dict:
     return write_demonstrations(args.task, args.n, Path(args.out), noise=args.noise, seed=args.seed, fmt=args.format)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own mistakes (an unknown option, a value out of range) as one `error:` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type[int | float], ge: float | None = None, gt: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite int / float, checked against its range (ge: >=, gt: >)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or (ge is not None and value < ge) or (gt is not None and value <= gt):
+            bound = f">= {ge}" if ge is not None else f"> {gt}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range; must be {'an integer' if kind is int else 'a finite number'} "
+                                             f"{bound}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robopol", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="robopol", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a policy: robopol train task=hopper policy=fpo key=value ...")
     p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME sim=NAME and dotted key=value overrides")
@@ -123,12 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
     p = sub.add_parser("resume", help="continue a killed or finished run from its newest checkpoint")
     p.add_argument("run_dir")
-    p.add_argument("--total-env-steps", type=int, default=None, help="extend the run's budget to this many env steps")
+    p.add_argument("--total-env-steps", type=_number(int, ge=1), default=None, help="extend the run's budget to this many env steps")
     p.set_defaults(run=_resume)
     p = sub.add_parser("eval", help="evaluate a checkpoint alone; the last line is JSON")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
-    p.add_argument("--episodes", type=int, default=0, help="default: the run's train.eval_episodes")
-    p.add_argument("--out", default="", help="folder for result.json and rollout.mp4 (default: CHECKPOINT/eval)")
+    p.add_argument("--episodes", type=_number(int, ge=1), default=None, help="default: the run's train.eval_episodes")
+    p.add_argument("--out", default="", help="folder for result.json and rollout.mp4 (default: RUN/eval, or "
+                                             "RUN/eval/step_N for a checkpoint folder)")
     p.add_argument("--no-video", action="store_true", help="skip the rollout video")
     p.set_defaults(run=_eval)
     p = sub.add_parser("export", help="checkpoint -> ONNX + TorchScript (parity-checked) with a JSON spec")
@@ -139,25 +178,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or export folder")
     p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml) and hardware.<key>=<value>")
-    p.add_argument("--cycles", type=int, default=0, help="stop after this many control cycles")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default 10)")
+    p.add_argument("--cycles", type=_number(int, ge=1), default=None, help="stop after this many control cycles")
+    p.add_argument("--duration", type=_number(float, gt=0), default=None, help="stop after this many seconds (default 10)")
     p.add_argument("--log", default="deploy_log.csv", help="per-cycle timings")
     p.set_defaults(run=_deploy)
     p = sub.add_parser("demos", help="write scripted-expert demonstrations (robomimic HDF5 or PushT zarr)")
     p.add_argument("task", help="pusht | lift | can | square")
-    p.add_argument("--n", type=int, default=50, help="number of episodes")
-    p.add_argument("--out", required=True, help="output file (.hdf5) or store (.zarr)")
-    p.add_argument("--noise", type=float, default=0.0, help="expert action noise (PushT: pixels; robomimic: action units)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
+    p.add_argument("--n", type=_number(int, ge=1), default=50, help="number of episodes")
+    p.add_argument("--out", required=True, help="output file (.hdf5, .h5: robomimic HDF5) or store (.zarr: PushT zarr)")
+    p.add_argument("--noise", type=_number(float, ge=0), default=0.0,
+                   help="expert action noise (PushT: pixels; robomimic: action units)")
+    p.add_argument("--seed", type=_number(int, ge=0), default=0)
+    p.add_argument("--format", default=None, choices=["hdf5", "zarr"], help="default: from the --out extension, "
+                                                                          "which it must agree with")
     p.set_defaults(run=_demos)
     return parser
 
 
+def _quiet_third_party() -> None:
+    """robopol's own messages at INFO, other libraries' only from WARNING, and robosuite's start-up
+    notices (macro file, optional robots and IK, controller files) only from ERROR, so that a user's
+    error line is not buried under them."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("robopol").setLevel(logging.INFO)
+    logging.getLogger("robosuite_logs").addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning as one `warning:` line, the shape of the error lines, not Python's two-line format."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")  # headless machines have OSMesa, not EGL
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _quiet_third_party()
     warnings.filterwarnings("default")
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
@@ -167,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001  (a bug, not a user mistake: one line here, the traceback in a file)
+        crash_log = getattr(exc, "crash_log", None) or write_crash_log(exc)
+        gist = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: robopol {args.command} failed unexpectedly ({type(exc).__name__}: {gist}); "
+              f"full traceback in {crash_log}", file=sys.stderr)
+        return 1
     print(json.dumps(result, default=str))
     return 0
 

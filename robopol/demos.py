@@ -17,24 +17,42 @@ from robopol.data.pusht_zarr import write_pusht_zarr
 from robopol.data.robomimic_hdf5 import write_robomimic_hdf5
 from robopol.errors import ConfigError
 from robopol.experts import make_expert
+from robopol.preflight import check_writable
 from robopol.protocols import EpisodeRecord, run_episodes
 from robopol.sim import pusht
 from robopol.sim.robomimic import TASKS, make_robomimic_env
 
 FORMATS = {"pusht": ("hdf5", "zarr"), **{task: ("hdf5",) for task in TASKS}}
+EXTENSIONS = {".hdf5": "hdf5", ".h5": "hdf5", ".zarr": "zarr"}
 GYM_ENV_TYPE = 2  # robomimic's EnvType.GYM_TYPE, for PushT's env_args
 
 
+def demo_format(out: Path, fmt: str | None = None) -> str:
+    """The format `out`'s extension names; a given `fmt` must agree with it, so a file's name never
+    lies about its content."""
+    by_extension = EXTENSIONS.get(Path(out).suffix.lower())
+    if by_extension is None:
+        raise ConfigError(f"--out: {out} has no demonstration extension; use .hdf5 or .h5 (robomimic HDF5) "
+                          "or .zarr (PushT zarr)")
+    if fmt is not None and fmt != by_extension:
+        raise ConfigError(f"--format: {fmt} conflicts with --out {out}, whose extension means {by_extension}; "
+                          "drop --format or change the extension")
+    return by_extension
+
+
 def write_demonstrations(task: str, n: int, out: Path, noise: float = 0.0, seed: int = 0,
-                         fmt: str = "hdf5") -> dict[str, Any]:
+                         fmt: str | None = None) -> dict[str, Any]:
     """Run the task's expert for n seeded episodes and write them to `out` as robomimic HDF5 or
-    (PushT only) diffusion_policy zarr. Returns successes and episode lengths."""
+    (PushT only) diffusion_policy zarr, the format `out`'s extension names. Returns successes and
+    episode lengths."""
+    fmt = demo_format(out, fmt)
     if task not in FORMATS:
         raise ConfigError(f"task: {task!r} has no scripted expert; choose one of: {', '.join(FORMATS)}")
     if fmt not in FORMATS[task]:
         raise ConfigError(f"format: {fmt!r} is not available for task {task!r}; choose one of: {', '.join(FORMATS[task])}")
     if n < 1:
         raise ConfigError(f"n: {n} demonstrations requested; need at least 1")
+    check_writable(out, "--out", directory=fmt == "zarr")
     expert = make_expert(task, noise)
     env = pusht.make_pusht_env({}, None) if task == "pusht" else make_robomimic_env({"task": task}, None)
     try:
