@@ -37,8 +37,10 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
         self._fd: int | None = None
+        self._created: list[Path] = []  # folders this lock made, removed again if the run leaves them empty
 
     def __enter__(self) -> Self:
+        self._created = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         while self._fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,6 +72,11 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # before unlocking, so no one takes over a file about to vanish
             os.close(self._fd)
             self._fd = None
+        for folder in self._created:  # deepest first; a refused or failed start leaves no empty run folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _read_holder(fd: int) -> dict[str, object]:

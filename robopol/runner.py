@@ -47,8 +47,6 @@ class Runner:
         self.cfg, self.run_dir = cfg, run_dir
         obs_dim, act_dim, low, high = env_spec(cfg.task)  # an unusable task fails before anything is written
         algo_class = algorithm_class(cfg.policy.algo.name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         torch.set_num_threads(cfg.train.threads)
         _seed(cfg.train.seed)
 
@@ -60,6 +58,8 @@ class Runner:
             self._load_pretrained(actor, cfg.train.pretrained)
         self.algo = algo_class(pol, actor)
         self.loop = make_loop(self)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a pretrained start or a dataset that fails writes nothing
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         self.logger = RunLogger(run_dir)
         self.env_steps, self.progress, self.iteration, self.wall_time = 0, 0, 0, 0.0
         self.started = time.perf_counter()
