@@ -42,6 +42,10 @@ for argv in json.loads(sys.argv[1]):
             rc = main(argv)
         except SystemExit as exc:
             rc = exc.code
+        except BaseException:  # what an uncaught exception does to a real process: a traceback and exit 1
+            import traceback
+            traceback.print_exc()
+            rc = 1
         finally:
             sys.stdout.flush(); sys.stderr.flush()
             os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(saved[0]); os.close(saved[1])

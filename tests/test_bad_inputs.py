@@ -38,6 +38,7 @@ FAMILIES = {
         (["train", "policy.actor.hidden=[64,0]"], ["policy.actor.hidden[1]", "0 is out of range", "> 0"]),
         (["train", "policy.critic.hidden=[-8]"], ["policy.critic.hidden[0]", "-8"]),
         (["train", "policy=sac", "policy.actor.hidden=[0]"], ["policy.actor.hidden[0]"]),
+        (["train", "policy=sac", "policy.actor.hidden=[]"], ["policy.actor.hidden", "at least one layer"]),
         (["train", "task.env_kwargs.bogus=1"], ["task.env_kwargs", "Hopper-v5", "'bogus'"]),
         (["train", "task=pusht", "task.env_kwargs.bogus=1"], ["task.env_kwargs.bogus"]),
     ],
@@ -75,6 +76,7 @@ FAMILIES = {
         (["resume", "bc", "--total-env-steps", "1000"], ["--total-env-steps", "trained offline", "policy.algo.num_steps"]),
         (["eval", "nowhere"], ["checkpoint not found", "nowhere"]),
         (["train", *TINY, "train.run_dir=run"], ["already holds a run", "robopol resume run"]),
+        (["train", *TINY, "policy=fpo", "train.pretrained=bc", "train.run_dir=fresh"], ["train.pretrained", "was trained for"]),
     ],
     "datasets": [
         (["pretrain", *BC, "policy.algo.dataset=nan.hdf5"],

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopol.config import ActorConfig
+from robopol.errors import ConfigError
 from robopol.policies.base import LOG_2PI, Actor, ChunkSpec
 from robopol.policies.networks import ACTIVATIONS, mlp
 from robopol.typed_config import field
@@ -67,6 +68,10 @@ class TanhGaussianActorConfig(ActorConfig):
     type: str = "tanh_gaussian"
     hidden: list[int] = field(gt=0, default_factory=lambda: [256, 256])
     activation: str = field("relu", choices=tuple(ACTIVATIONS))
+
+    def __post_init__(self) -> None:
+        if not self.hidden:
+            raise ConfigError("policy.actor.hidden: [] is not allowed; the tanh-Gaussian actor needs at least one layer")
 
     def build(self, spec: ChunkSpec) -> TanhGaussianActor:
         return TanhGaussianActor(spec, self.hidden, self.activation)
