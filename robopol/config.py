@@ -2,22 +2,21 @@
 
 `robopol train task=hopper policy=fpo train.total_env_steps=100000` selects tasks/hopper.yaml and
 policies/fpo.yaml (plus sim/default.yaml), applies the key=value overrides and validates the result
-into `RunConfig`. A task name that is not a file but a registered Gymnasium id (`task=Ant-v5`) runs
-that environment without a config file."""
+into `RunConfig`. The group files are looked up on robopol's search path (robopol/config_search.py: a
+user's folders first, then the shipped ones). A task name that is not a file but a registered Gymnasium
+id (`task=Ant-v5`) runs that environment without a config file."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from robopol import config_search
 from robopol.errors import ConfigError
 from robopol.policies.networks import ACTIVATIONS
 from robopol.typed_config import build, field
 
-CONFIG_ROOT = Path(os.environ.get("ROBOPOL_CONFIG_DIR", Path(__file__).resolve().parent.parent))
-GROUP_FOLDERS = {"task": "tasks", "policy": "policies", "sim": "sim"}
 DEFAULT_SELECTION = {"task": "hopper", "policy": "ppo", "sim": "default"}
 
 
@@ -156,14 +155,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_ROOT / GROUP_FOLDERS[group]).glob("*.yaml"))
-
-
 def _is_gym_id(name: str) -> bool:
     import gymnasium as gym
 
     return name in gym.registry
+
+
+def _hydra_searchpath(roots: list[Path]) -> str:
+    """hydra.searchpath=[...]: Hydra looks in the primary folder, then in these, and takes the first match."""
+    quoted = ("'file://" + str(root).replace("'", "\\'") + "'" for root in roots)
+    return f"hydra.searchpath=[{','.join(quoted)}]"
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
@@ -182,18 +183,19 @@ def compose(overrides: list[str]) -> dict[str, Any]:
             selection[key] = value
         else:
             rest.append(item)
-    hydra_overrides = []
+    primary, *more_roots = config_search.search_roots()
+    hydra_overrides = [_hydra_searchpath(more_roots)]
     for group, option in selection.items():
-        folder = GROUP_FOLDERS[group]
-        if (CONFIG_ROOT / folder / f"{option}.yaml").exists():
+        folder = config_search.GROUP_FOLDERS[group]
+        if config_search.find(group, option) is not None:
             hydra_overrides.append(f"+{folder}={option}")
         elif group == "task" and _is_gym_id(option):
             hydra_overrides.append(f"+{folder}=gym")
             extra += [f"task.name={option}", f"task.env_id={option}"]
         else:
             hint = " or any registered Gymnasium env id (e.g. Ant-v5)" if group == "task" else ""
-            raise ConfigError(f"unknown {group} {option!r}; allowed: {', '.join(options(group))}{hint}")
-    with initialize_config_dir(config_dir=str(CONFIG_ROOT), version_base=None):
+            raise ConfigError(f"unknown {group} {option!r}; allowed: {config_search.allowed(group)}{hint}")
+    with initialize_config_dir(config_dir=str(primary), version_base=None):
         composed = hydra_compose(config_name=None, overrides=hydra_overrides)
     OmegaConf.set_struct(composed, False)  # unknown keys are reported by name when validating
     try:
