@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -58,15 +57,15 @@ def dist(source, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(dist, tmp_path_factory) -> Path:
-    """A fresh venv holding only the wheel; the dependencies come from this interpreter's site-packages
-    through a .pth (path lines only: an editable robopol there is not activated)."""
+    """A fresh venv holding only the wheel; the dependencies come from this interpreter's import path (less
+    the checkout) through a .pth of path lines, which activates no editable robopol installed there."""
     env = tmp_path_factory.mktemp("venv")
     run([sys.executable, "-m", "venv", "--without-pip", env], env)
     python = env / "bin" / "python"
     run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
          next(dist.glob("*.whl"))], env)
     site = Path(installed(env, env, "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    deps = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    deps = [p for p in sys.path if p and Path(p).is_dir() and Path(p).resolve() != REPO]
     (site / "robopol_test_deps.pth").write_text("\n".join(deps) + "\n")
     return env
 
