@@ -8,6 +8,8 @@ id (`task=Ant-v5`) runs that environment without a config file."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -161,6 +163,16 @@ def _is_gym_id(name: str) -> bool:
     return name in gym.registry
 
 
+def _check_global_package(group: str, option: str, path: Path) -> None:
+    """Hydra nests a group file under its folder name (`tasks:`) unless its header, the leading run of
+    `# @key value` lines, says `# @package _global_`; robopol's files hold top-level keys (task:, train:)."""
+    lines = (line.strip() for line in path.read_text().splitlines() if line.strip())
+    header = itertools.takewhile(lambda line: re.match(r"#\s*@", line), lines)
+    if not any(line.lstrip("#").split() == ["@package", "_global_"] for line in header):
+        raise ConfigError(f"{group}={option}: {path} must begin with the line '# @package _global_' "
+                          "(before any other comment), as robopol's own files do")
+
+
 def _hydra_searchpath(roots: list[Path]) -> str:
     """hydra.searchpath=[...]: Hydra looks in the primary folder, then in these, and takes the first match."""
     quoted = ("'file://" + str(root).replace("'", "\\'") + "'" for root in roots)
@@ -186,8 +198,9 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     primary, *more_roots = config_search.search_roots()
     hydra_overrides = [_hydra_searchpath(more_roots)]
     for group, option in selection.items():
-        folder = config_search.GROUP_FOLDERS[group]
-        if config_search.find(group, option) is not None:
+        folder, path = config_search.GROUP_FOLDERS[group], config_search.find(group, option)
+        if path is not None:
+            _check_global_package(group, option, path)
             hydra_overrides.append(f"+{folder}={option}")
         elif group == "task" and _is_gym_id(option):
             hydra_overrides.append(f"+{folder}=gym")

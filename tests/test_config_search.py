@@ -65,6 +65,16 @@ def test_the_environment_folders_come_before_the_working_directory(project, tmp_
     assert load_run_config(["task=my_pendulum"]).task.max_episode_steps == 5
 
 
+@pytest.mark.parametrize("text", ["task: {name: mine}\n", "# my task\n# @package _global_\ntask: {name: mine}\n"])
+def test_a_group_file_without_the_global_header_is_named(project, text):
+    """Hydra would nest it under `tasks:` (no header, or a plain comment before the header)."""
+    path = write(project, "tasks/mine.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(["task=mine"])
+    assert str(err.value) == f"task=mine: {path} must begin with the line '# @package _global_' (before any " \
+                             "other comment), as robopol's own files do"
+
+
 def test_unknown_names_are_listed_with_the_folder_each_lives_in(project):
     write(project, "tasks/my_pendulum.yaml", MY_TASK)
     with pytest.raises(ConfigError) as err:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git
 
 
 def run(cmd: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode == 0, f"{cmd}: {proc.stderr[-3000:]}"
     return proc.stdout
 
