@@ -1,4 +1,4 @@
-"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos.
+"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos | list.
 
 `train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
 Runner (robopol.runner), which drives the loop the algorithm declares.
@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from robopol import __version__
+from robopol.config_search import GROUP_FOLDERS, add_user_dirs
 from robopol.errors import RobopolError
 
 
@@ -71,10 +73,10 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def _hardware_config(overrides: list[str]) -> dict:
-    """hardware=NAME selects hardware/NAME.yaml; hardware.key=value overrides its keys."""
+    """hardware=NAME selects hardware/NAME.yaml on the search path; hardware.key=value overrides its keys."""
     from omegaconf import OmegaConf
 
-    from robopol.config import CONFIG_ROOT
+    from robopol.config_search import find_file
     from robopol.errors import ConfigError
 
     name, rest = "sim_inverted_pendulum", []
@@ -88,11 +90,7 @@ def _hardware_config(overrides: list[str]) -> dict:
             rest.append(f"{key.removeprefix('hardware.')}={value}")
         else:
             raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME or hardware.<key>=<value>")
-    path = CONFIG_ROOT / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"unknown hardware {name!r}; allowed: {allowed}")
-    merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(rest))
+    merged = OmegaConf.merge(OmegaConf.load(find_file("hardware", name)), OmegaConf.from_dotlist(rest))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
@@ -111,8 +109,26 @@ def _demos(args: argparse.Namespace) -> dict:
     return write_demonstrations(args.task, args.n, Path(args.out), noise=args.noise, seed=args.seed, fmt=args.format)
 
 
+def _list(args: argparse.Namespace) -> None:
+    """Each option of the config groups with the file it selects, and the files that file shadows."""
+    from robopol.config_search import candidates
+
+    groups = {group: candidates(group) for group, folder in GROUP_FOLDERS.items() if args.group in (None, folder)}
+    width = max(len(name) for options in groups.values() for name in options) if any(groups.values()) else 0
+    for group, options in groups.items():
+        print(f"{GROUP_FOLDERS[group]}:")
+        for name, (path, *shadowed) in options.items():
+            print(f"  {name:<{width}}  {path}" + "".join(f"  (shadows {other})" for other in shadowed))
+        if group == "task":
+            print(f"  {'<Gymnasium id>':<{width}}  any registered env with Box actions, e.g. task=Ant-v5")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robopol", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"robopol {__version__}")
+    parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                        help="a folder holding your own tasks/ policies/ sim/ hardware/, searched before the "
+                             "working directory and robopol's own (repeatable; also $ROBOPOL_CONFIG_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a policy: robopol train task=hopper policy=fpo key=value ...")
     p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME sim=NAME and dotted key=value overrides")
@@ -151,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
     p.set_defaults(run=_demos)
+    p = sub.add_parser("list", help="the tasks, policies, sim settings and hardware available, and where each file is")
+    p.add_argument("group", nargs="?", choices=list(GROUP_FOLDERS.values()),
+                   help="one group (default: all)")
+    p.set_defaults(run=_list)
     return parser
 
 
@@ -159,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.filterwarnings("default")
     args = build_parser().parse_args(argv)
+    add_user_dirs(args.config_dir)
     try:
         result = args.run(args)
     except RobopolError as exc:
@@ -167,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result, default=str))
+    if result is not None:
+        print(json.dumps(result, default=str))
     return 0
 
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import yaml
 
+from robopol.config_search import find_file
 from robopol.errors import ConfigError
 from robopol.typed_config import build, field
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "hardware"
 
 
 @dataclass(kw_only=True)
@@ -140,15 +139,10 @@ def _check_workspace(ws: WorkspaceConfig, lim: LimitsConfig, n: int) -> None:
 
 
 def load_hardware_config(source: str | Path | Mapping[str, Any]) -> HardwareConfig:
-    """From a mapping (e.g. a Hydra node as a dict), a YAML path, or a name under hardware/."""
+    """From a mapping (e.g. a Hydra node as a dict), a YAML path, or a name on the hardware/ search path."""
     if isinstance(source, Mapping):
         return build(HardwareConfig, dict(source))
-    path = Path(source)
-    if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{source}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"hardware config '{source}' not found; known configs: {known}")
+    path = find_file("hardware", source)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
