@@ -35,11 +35,12 @@ from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
 OUT = Path(__file__).parent / "out"
 
 
-def run_robopol(task: str, steps: int, seed: int, episodes: int, queue: mp.Queue) -> None:
+def run_robopol(task: str, steps: int, seed: int, episodes: int, autocast: str, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
-    run_dir = OUT / f"sac-{task}-robopol"
+    run_dir = OUT / f"sac-{task}-robopol-{autocast}"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = load_run_config([f"task={task}", "policy=sac", f"train.total_env_steps={steps}", f"train.seed={seed}",
+                           f"train.autocast={autocast}",
                            "train.eval_every=0", f"train.eval_episodes={episodes}", "train.video=false",
                            "train.progress=false", "train.checkpoint_every=100", f"train.run_dir={run_dir}"])
     start = time.perf_counter()
@@ -48,7 +49,7 @@ def run_robopol(task: str, steps: int, seed: int, episodes: int, queue: mp.Queue
     train_seconds = float(rows[-1]["wall_time"])
     final = evaluate(load_policy(run_dir), cfg.task, cfg.policy, episodes)
     curve = [(int(float(r["env_steps"])), float(r["episode_return"])) for r in rows if r.get("episode_return")]
-    queue.put({"name": "robopol SAC", "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
+    queue.put({"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
                "wall_seconds": time.perf_counter() - start, "steps_per_second": int(float(rows[-1]["env_steps"])) / train_seconds,
                "return_mean": final["return_mean"], "return_std": final["return_std"], "curve": curve})
 
@@ -87,37 +88,41 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=["none", "bf16"],
+                        help="robopol runs: fp32 (none) and/or bf16 matrix products")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     env_id = load_run_config([f"task={args.task}"]).task.env_id
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=run_robopol, args=(args.task, args.steps, args.seed, args.episodes, queue)),
-             ctx.Process(target=run_sb3, args=(env_id, args.steps, args.seed, args.episodes, queue))]
+    procs = [ctx.Process(target=run_robopol, args=(args.task, args.steps, args.seed, args.episodes, a, queue))
+             for a in args.autocast]
+    procs.append(ctx.Process(target=run_sb3, args=(env_id, args.steps, args.seed, args.episodes, queue)))
     for p in procs:
         p.start()
     results = sorted((queue.get() for _ in procs), key=lambda r: r["name"])
     for p in procs:
         p.join()
-    by_name = {r["name"]: r for r in results}
-    ratio = by_name["robopol SAC"]["steps_per_second"] / by_name["SB3 SAC"]["steps_per_second"]
+    sb3 = next(r for r in results if r["name"] == "SB3 SAC")
+    for r in results:
+        r["throughput_vs_sb3"] = r["steps_per_second"] / sb3["steps_per_second"]
     out = {"task": env_id, "steps": args.steps, "seed": args.seed, "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + args.episodes - 1],
            "machine": f"{platform.machine()} {platform.processor() or ''} {mp.cpu_count()} cpus, torch {torch.__version__}, 1 thread each",
-           "throughput_ratio": ratio, "results": results}
+           "results": results}
     (OUT / f"sac-{args.task}.json").write_text(json.dumps(out, indent=2))
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        ax.plot(*zip(*r["curve"]), label=f"{r['name']} ({r['steps_per_second']:.0f} steps/s, final {r['return_mean']:.0f})")
+        ax.plot(*zip(*r["curve"]), label=f"{r['name']}: {r['throughput_vs_sb3']:.2f}x SB3's steps/s, final {r['return_mean']:.0f}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("training episode return")
-    ax.set_title(f"SAC on {env_id}: robopol / SB3 throughput {ratio:.2f}x")
+    ax.set_title(f"SAC on {env_id}, {args.steps} env steps, seed {args.seed}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / f"sac-{args.task}.png", dpi=100)
     for r in results:
-        print(f"{r['name']:12s} {r['steps_per_second']:7.1f} steps/s  final {r['return_mean']:8.1f} +- {r['return_std']:.1f}")
-    print(f"throughput ratio robopol/SB3: {ratio:.2f}")
+        print(f"{r['name']:28s} {r['steps_per_second']:7.1f} steps/s ({r['throughput_vs_sb3']:.2f}x SB3)  "
+              f"final {r['return_mean']:8.1f} +- {r['return_std']:.1f}")
 
 
 if __name__ == "__main__":

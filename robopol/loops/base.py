@@ -28,6 +28,10 @@ class RunState(Protocol):
     progress: int
     iteration: int
 
+    def precision(self) -> torch.autocast:
+        """The context updates run in (train.autocast)."""
+        ...
+
 
 class Loop(abc.ABC):
     stream = "train"  # the CSV / TensorBoard stream its metrics go to

@@ -47,7 +47,9 @@ class OffPolicyLoop(OnlineLoop):
             self.owed_updates -= steps
             if steps:
                 frac = progress + (runner.env_steps - before) / self.budget
-                for key, value in self.algo.update(self.replay, frac, gradient_steps=steps).items():
+                with runner.precision():
+                    update = self.algo.update(self.replay, frac, gradient_steps=steps)
+                for key, value in update.items():
                     sums[key] = sums.get(key, 0.0) + value
                 self.gradient_steps += steps
                 updates += 1

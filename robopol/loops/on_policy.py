@@ -27,7 +27,8 @@ class OnPolicyLoop(OnlineLoop):
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
         before = self.runner.env_steps
         self.collect()
-        metrics = self.algo.update(self.buffer, progress=progress)
+        with self.runner.precision():
+            metrics = self.algo.update(self.buffer, progress=progress)
         return self.runner.env_steps - before, {**metrics, **self.episode_metrics()}
 
     @torch.inference_mode()
