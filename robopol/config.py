@@ -24,7 +24,8 @@ DEFAULT_SELECTION = {"task": "hopper", "policy": "ppo", "sim": "default"}
 @dataclass
 class TaskConfig:
     name: str = "hopper"
-    backend: str = field("gym", choices=("gym", "pusht", "robomimic"))
+    backend: str = field("gym", choices=("gym", "envpool", "pusht", "robomimic"),
+                         doc="envpool: env_id is an EnvPool id (Gymnasium MuJoCo v5 or DeepMind Control)")
     env_id: str = "Hopper-v5"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = field(None, gt=0)
@@ -33,7 +34,8 @@ class TaskConfig:
 @dataclass
 class SimConfig:
     num_envs: int = field(8, ge=1)
-    vectorization: str = field("sync", choices=("sync", "async"))
+    vectorization: str = field("sync", choices=("sync", "async"), doc="Gymnasium backends; EnvPool steps in its own threads")
+    envpool_threads: int = field(0, ge=0, doc="EnvPool worker threads (task.backend=envpool); 0 lets EnvPool choose")
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = field(10.0, gt=0)
