@@ -182,22 +182,22 @@ class EnvPoolVectorEnv(VectorEnv):
         n = self.num_envs
         rewards, steps = np.zeros(n), np.zeros(n, dtype=np.int64)
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        latest = np.zeros((n, self.frames.shape[2]))
         running = np.arange(n, dtype=np.int32)
         for k in range(self.n_action_steps):
             obs, reward, term, trunc, info = self.pool.step(np.ascontiguousarray(actions[running, k]), env_id=running)
             ids = info["env_id"]
-            latest[ids] = flatten(obs)
+            self.frames[ids] = np.concatenate([self.frames[ids, 1:], flatten(obs)[:, None]], axis=1)  # every env step
             rewards[ids] += reward
             steps[ids] += 1
             terminated[ids], truncated[ids] = term, trunc
             running = np.sort(ids[~(term | trunc)]).astype(np.int32)
             if not len(running):
                 break
-        self.frames = np.concatenate([self.frames[:, 1:], latest[:, None].astype(np.float32)], axis=1)
         ended = terminated | truncated
-        infos: dict[str, Any] = {"chunk_steps": np.where(ended, 0, steps), "_chunk_steps": ~ended,
-                                 "is_success": np.zeros(n, dtype=bool), "_is_success": ~ended}
+        infos: dict[str, Any] = {}
+        if not ended.all():  # as Gymnasium: a reset env's own info (empty here) hides its chunk's
+            infos = {"chunk_steps": np.where(ended, 0, steps), "_chunk_steps": ~ended,
+                     "is_success": np.zeros(n, dtype=bool), "_is_success": ~ended}
         if ended.any():
             infos.update(self._reset_finished(np.flatnonzero(ended).astype(np.int32), steps, ended))
         return self.frames.copy(), rewards, terminated, truncated, infos
