@@ -24,8 +24,9 @@ DEFAULT_SELECTION = {"task": "hopper", "policy": "ppo", "sim": "default"}
 @dataclass
 class TaskConfig:
     name: str = "hopper"
-    backend: str = field("gym", choices=("gym", "envpool", "pusht", "robomimic"),
-                         doc="envpool: env_id is an EnvPool id (Gymnasium MuJoCo v5 or DeepMind Control)")
+    backend: str = field("gym", choices=("gym", "envpool", "pusht", "robomimic", "tensor"),
+                         doc="envpool: env_id is an EnvPool id (Gymnasium MuJoCo v5 or DeepMind Control); "
+                             "tensor: a batched torch env (robopol.sim.tensor_env)")
     env_id: str = "Hopper-v5"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = field(None, gt=0)

@@ -17,8 +17,6 @@ from robopol.errors import ConfigError
 from robopol.sim.envpool_env import EnvPoolEnv
 from robopol.sim.factory import make_base_env, make_vec_env
 
-pytest.importorskip("envpool")
-
 IDS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"]
 
 
