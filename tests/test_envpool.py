@@ -145,6 +145,8 @@ def test_envpool_task_mistakes_are_config_errors():
         make_base_env(TaskConfig(backend="envpool", env_id="Hoper-v5"))
     with pytest.raises(ConfigError, match="'frameskip' is not an EnvPool option of CheetahRun-v1; allowed: .*frame_skip"):
         make_base_env(TaskConfig(backend="envpool", env_id="CheetahRun-v1", env_kwargs={"frameskip": 2}))
+    with pytest.raises(ConfigError, match="robopol needs Box actions; this EnvPool env has Discrete"):
+        make_base_env(TaskConfig(backend="envpool", env_id="CartPole-v1"))
 
 
 @pytest.mark.parametrize("task, dim, act", [("hopper_stand", 15, 4), ("cheetah_run", 17, 6),

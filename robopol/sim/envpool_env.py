@@ -100,8 +100,10 @@ def flatten(obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
     return np.array(obs, dtype=np.float64).reshape(len(obs), -1)
 
 
-def action_box(space: gym.spaces.Box) -> gym.spaces.Box:
+def action_box(space: gym.Space) -> gym.spaces.Box:
     """EnvPool declares float64 actions; Gymnasium's MuJoCo envs (and robopol's policies) use float32."""
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"task.env_id: robopol needs Box actions; this EnvPool env has {type(space).__name__}")
     return gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
 
 

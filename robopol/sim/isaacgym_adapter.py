@@ -1,7 +1,7 @@
 """An Isaac Gym task (IsaacGymEnvs' VecTask) as a robopol tensor env (robopol.sim.tensor_env).
 
-Typed against isaacgym-stubs (`pip install -e .[isaacgym]`); tests/test_tensor_env.py runs mypy on
-this module. Isaac Gym itself cannot be installed on robopol's machines (it needs an NVIDIA driver and
+Typed against isaacgym-stubs (`pip install -e .[isaacgym]`); tests/test_tensor_env.py runs the
+basedpyright type checker on this module. Isaac Gym itself cannot be installed on robopol's machines (it needs an NVIDIA driver and
 a registration-only download), so the tests drive the adapter with a torch object that follows the
 VecTask contract below, not with Isaac Gym.
 
@@ -77,7 +77,7 @@ class IsaacGymVecEnv:
         return TensorStep(obs, reward.float(), ended & ~timed_out, ended & timed_out, obs)
 
 
-if TYPE_CHECKING:  # mypy proves the adapter meets the tensor-env protocol
+if TYPE_CHECKING:  # the type checker proves the adapter meets the tensor-env protocol
 
     def _as_tensor_env(task: VecTask) -> TensorVecEnv:
         return IsaacGymVecEnv(task)
