@@ -30,7 +30,9 @@ DEFAULT_SELECTION = {"sim": "default", "task": "hopper", "policy": "ppo"}
 @dataclass
 class TaskConfig:
     name: str = "hopper"
-    backend: str = field("gym", choices=("gym", "pusht", "robomimic"))
+    backend: str = field("gym", choices=("gym", "envpool", "pusht", "robomimic", "tensor"),
+                         doc="envpool: env_id is an EnvPool id (Gymnasium MuJoCo v5 or DeepMind Control); "
+                             "tensor: a batched torch env (robopol.sim.tensor_env)")
     env_id: str = "Hopper-v5"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = field(None, gt=0)
@@ -39,7 +41,8 @@ class TaskConfig:
 @dataclass
 class SimConfig:
     num_envs: int = field(8, ge=1)
-    vectorization: str = field("sync", choices=("sync", "async"))
+    vectorization: str = field("sync", choices=("sync", "async"), doc="Gymnasium backends; EnvPool steps in its own threads")
+    envpool_threads: int = field(0, ge=0, doc="EnvPool worker threads (task.backend=envpool); 0 lets EnvPool choose")
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = field(10.0, gt=0)

@@ -77,7 +77,7 @@ class OnlineLoop(Loop):
     def __init__(self, runner: RunState) -> None:
         super().__init__(runner)
         cfg = runner.cfg
-        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization)
+        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
         # A behaviour-cloned actor keeps the normaliser it was trained with.
         self.update_obs_stats = cfg.sim.normalize_obs and not cfg.train.pretrained
         self.episode_returns = np.zeros(cfg.sim.num_envs)
