@@ -70,7 +70,7 @@ class OffPolicyLoop(OnlineLoop):
                 actions, extras = self.algo.act(obs_n)
             reward, terminated, truncated, info = self.env_step(actions)
             ended = terminated | truncated
-            next_obs = torch.from_numpy(self.obs).float()
+            next_obs = torch.tensor(self.obs, dtype=torch.float32)  # a copy: final observations go into it
             if ended.any():
                 idx = np.flatnonzero(ended)
                 next_obs[idx] = final_observations(info, idx)
