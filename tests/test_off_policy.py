@@ -116,9 +116,9 @@ def test_resume_restores_the_replay_and_cuts_the_episodes_in_flight(tmp_path):
 
 @pytest.mark.slow
 def test_sac_raises_return_on_reach(tmp_path):
-    cfg = load_run_config(["task=reach", "policy=sac", "train.total_env_steps=4000", "train.rollout_steps=500",
+    cfg = load_run_config(["task=reach", "policy=sac", "train.total_env_steps=2500", "train.rollout_steps=500",
                            "train.eval_every=0", "train.eval_episodes=16", "train.video=false", "train.progress=false",
-                           "train.seed=1", "policy.algo.learning_starts=500", "policy.algo.batch_size=64",
+                           "train.seed=1", "policy.algo.learning_starts=300", "policy.algo.batch_size=64",
                            "policy.actor.hidden=[64,64]", "policy.critic.hidden=[64,64]", "sim.num_envs=2"])
     runner = Runner(cfg, tmp_path)
     before = runner.evaluate()["return_mean"]
