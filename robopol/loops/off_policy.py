@@ -84,11 +84,13 @@ class OffPolicyLoop(OnlineLoop):
     def state_dict(self) -> dict[str, Any]:
         return {"replay": self.store.state_dict(), "owed_updates": self.owed_updates,
                 "gradient_steps": self.gradient_steps,
-                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}}
+                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.store.load_state_dict(state["replay"])
-        self.store.truncate_in_flight()  # the envs restart their episodes on resume
+        self.load_env_states(state)
+        if self.restored is None:
+            self.store.truncate_in_flight()  # the envs restart their episodes on resume
         self.owed_updates, self.gradient_steps = float(state["owed_updates"]), int(state["gradient_steps"])
         if self.reward_scaler:
             self.reward_scaler.load_state_dict(state["reward_scaler"])

@@ -52,8 +52,9 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}}
+        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_env_states(state)
         if self.reward_scaler:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
