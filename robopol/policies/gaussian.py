@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.base import LOG_2PI, Actor, ChunkSpec
 from robopol.policies.networks import mlp
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianActor(Actor):
