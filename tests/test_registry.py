@@ -69,7 +69,7 @@ def test_actor_configs_build_their_actors_by_type():
 
     spec = ChunkSpec(3, 2, 1, 4, 2)
     actor = ActorConfig.variants()["flow"](hidden=[8], flow_steps=3).build(spec)
-    assert isinstance(actor, FlowActor) and actor.num_steps == 3
+    assert isinstance(actor, FlowActor) and actor.num_sampling_steps == 3
     assert {"gaussian", "flow", "diffusion", "tanh_gaussian"} <= set(ActorConfig.variants())
 
 
