@@ -56,10 +56,10 @@ PLUMBING = ["train.video=false", "train.progress=false"]
 # below the expert; Can and Square 100 near-clean ones (40 Can demos at noise 0.2 gave BC 0.05, a start
 # RL on a sparse reward cannot lift). The scripted expert column runs the demonstrator at the same noise.
 DEMOS: dict[str, dict[str, Any]] = {
-    "pusht": dict(n=200, noise=2.0, fmt="zarr"),
-    "lift": dict(n=40, noise=0.15, fmt="hdf5"),
-    "can": dict(n=100, noise=0.05, fmt="hdf5"),
-    "square": dict(n=100, noise=0.05, fmt="hdf5"),
+    "pusht": {"n": 200, "noise": 2.0, "fmt": "zarr"},
+    "lift": {"n": 40, "noise": 0.15, "fmt": "hdf5"},
+    "can": {"n": 100, "noise": 0.05, "fmt": "hdf5"},
+    "square": {"n": 100, "noise": 0.05, "fmt": "hdf5"},
 }
 DEMO_SEED = 1000
 HELD_OUT_EPISODES = {"pusht": 200, "lift": 50, "can": 50, "square": 50}

@@ -15,7 +15,7 @@ from robopol.typed_config import to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = sorted((REPO / "policies").glob("*.yaml"))
-COMMAND = re.compile(r"^#\s+robopol (?:train|pretrain) (?P<args>[^(]*)(?:\((?P<alternatives>[^)]*)\))?", re.M)
+COMMAND = re.compile(r"^#\s+robopol (?:train|pretrain) (?P<args>[^(]*)(?:\((?P<alternatives>[^)]*)\))?", re.MULTILINE)
 
 
 def commands(path: Path) -> list[list[str]]:
