@@ -82,7 +82,7 @@ def test_unknown_names_are_listed_with_the_folder_each_lives_in(project):
     shipped = config_search.shipped_root() / "tasks"
     assert str(err.value).startswith(f"unknown task 'nope'; allowed: my_pendulum (in {project / 'tasks'}); ant, ")
     last = sorted(p.stem for p in shipped.glob("*.yaml"))[-1]  # the shipped names end the list, with their folder
-    assert f", walker2d, " in str(err.value) and f"{last} (shipped with robopol in {shipped})" in str(err.value)
+    assert ", walker2d, " in str(err.value) and f"{last} (shipped with robopol in {shipped})" in str(err.value)
 
 
 def test_a_missing_user_folder_is_an_error(project, monkeypatch, capsys):
