@@ -68,11 +68,12 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def _hardware_config(overrides: list[str]) -> dict:
-    """hardware=NAME selects hardware/NAME.yaml; hardware.key=value overrides its keys."""
+    """hardware=NAME (hardware/NAME.yaml) or hardware=PATH.yaml selects the file; hardware.key=value
+    overrides its keys (hardware.sim=null hardware.robot.port=N turns a simulated robot's file into a real one's)."""
     from omegaconf import OmegaConf
 
-    from robopol.config import CONFIG_ROOT
     from robopol.errors import ConfigError
+    from robopol.hardware.config import find_hardware_file
 
     name, rest = "sim_inverted_pendulum", []
     for item in overrides:
@@ -84,22 +85,25 @@ def _hardware_config(overrides: list[str]) -> dict:
         elif key.startswith("hardware."):
             rest.append(f"{key.removeprefix('hardware.')}={value}")
         else:
-            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME or hardware.<key>=<value>")
-    path = CONFIG_ROOT / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"unknown hardware {name!r}; allowed: {allowed}")
-    merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(rest))
+            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME|PATH or hardware.<key>=<value>")
+    merged = OmegaConf.merge(OmegaConf.load(find_hardware_file(name)), OmegaConf.from_dotlist(rest))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def _deploy(args: argparse.Namespace) -> dict:
+    """The summary is the JSON line on every ending of the loop; a run the loop had to stop prints it
+    before its one-line error."""
     from robopol.hardware.deploy import run_deploy
+    from robopol.hardware.loop import DeployAborted
 
     cycles = args.cycles or None
     duration = args.duration or (None if cycles else 10.0)
-    return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
-                      log_path=args.log)
+    try:
+        return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
+                          log_path=args.log)
+    except DeployAborted as exc:
+        print(json.dumps(exc.summary, default=str))
+        raise
 
 
 def _demos(args: argparse.Namespace) -> dict:
