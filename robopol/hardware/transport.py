@@ -39,7 +39,11 @@ class UdpEndpoint:
     @classmethod
     def client(cls, host: str, port: int) -> UdpEndpoint:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.connect((host, port))
+        try:
+            sock.connect((host, port))  # resolves the host name: may raise socket.gaierror
+        except OSError:
+            sock.close()
+            raise
         return cls(sock)
 
     @classmethod
