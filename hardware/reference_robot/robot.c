@@ -8,7 +8,8 @@
  * handles datagrams as they arrive. Its own watchdog ends the session (command 0, no stepping, no
  * streaming) when no valid ACTION has come for --command-timeout seconds, or none within ARM_TIMEOUT_S
  * of the HELLO; STOP ends it at once. Non-finite ACTIONs are rejected; finite ones are clamped to
- * [-limit, limit].
+ * [-limit, limit]. With --action-log FILE it writes one line per accepted ACTION: its receive time and the
+ * client's header timestamp (both CLOCK_MONOTONIC seconds when client and robot share a machine).
  *
  *   cc -std=c99 -O2 -o robot hardware/reference_robot/robot.c -lm
  *   ./robot --port 50007 --obs-dim 4 --act-dim 1 --rate 100
@@ -181,7 +182,16 @@ static int accept_seq(struct robot *r, uint32_t seq) {
     return 1;
 }
 
-static void handle_action(struct robot *r, const uint8_t *payload, uint16_t len, double t) {
+static double get_f64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+/* `sent` is the client's header timestamp: logged beside the receive time, never acted on. */
+static void handle_action(struct robot *r, const uint8_t *payload, uint16_t len, double t, double sent) {
     float u[MAX_DIM];
     if (len != 4 * r->opt.act_dim) { r->drops[DROP_BAD_PAYLOAD]++; return; }
     for (int i = 0; i < r->opt.act_dim; i++) {
@@ -193,7 +203,7 @@ static void handle_action(struct robot *r, const uint8_t *payload, uint16_t len,
     r->armed = 1;
     r->commanded_at = t;
     r->actions++;
-    if (r->action_log) fprintf(r->action_log, "%.9f\n", t);
+    if (r->action_log) fprintf(r->action_log, "%.9f %.9f\n", t, sent);
 }
 
 static void handle_datagram(struct robot *r, const uint8_t *buf, size_t n, const struct sockaddr_in *from, double t) {
@@ -232,7 +242,7 @@ static void handle_datagram(struct robot *r, const uint8_t *buf, size_t n, const
         r->stops++;
         end_session(r);
     } else {
-        handle_action(r, buf + HEADER_SIZE, len, t);
+        handle_action(r, buf + HEADER_SIZE, len, t, get_f64(buf + 12));
     }
 }
 

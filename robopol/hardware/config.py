@@ -193,7 +193,7 @@ def find_hardware_file(name_or_path: str | Path) -> Path:
     path = folder / f"{text}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise ConfigError(f"hardware={text!r} is not a hardware config in {folder} (known: {known}); "
+        raise ConfigError(f"unknown hardware {text!r}: no {text}.yaml in {folder} (known: {known}); "
                           f"or give the path of a hardware YAML file")
     return path
 

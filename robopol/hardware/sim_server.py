@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from robopol.errors import RobopolError
-from robopol.hardware.protocol import (MsgType, ObservationMsg, PacketError, Spec, decode_vector, encode_observation,
-                                       encode_spec)
+from robopol.hardware.protocol import (MsgType, ObservationMsg, Packet, PacketError, Spec, decode_vector,
+                                       encode_observation, encode_spec)
 from robopol.hardware.transport import Address, UdpEndpoint
 
 START_TIMEOUT_S = 30.0
@@ -42,7 +42,7 @@ class SimServerConfig:
     max_episode_steps: int | None = None
     seed: int = 0
     command_timeout_s: float = 0.25
-    action_log: str | None = None  # if set: one line per accepted ACTION, its arrival time (monotonic s)
+    action_log: str | None = None  # if set: per accepted ACTION, its arrival time and the client's timestamp
 
 
 class SimRobotServer:
@@ -113,7 +113,7 @@ def _serve(cfg: SimServerConfig, conn: Connection, stop: Event) -> None:
         now = time.monotonic()
         if now < next_tick:
             if (got := link.receive(next_tick - now)) is not None:
-                session.handle(got[0].msg_type, got[0].payload, got[1], time.monotonic())
+                session.handle(got[0], got[1], time.monotonic())
             continue
         session.tick(now)
         next_tick += period
@@ -123,7 +123,7 @@ def _serve(cfg: SimServerConfig, conn: Connection, stop: Event) -> None:
     link.close()
     env.close()
     if cfg.action_log:
-        Path(cfg.action_log).write_text("".join(f"{t:.9f}\n" for t in session.action_times))
+        Path(cfg.action_log).write_text("".join(f"{t:.9f} {sent:.9f}\n" for t, sent in session.action_times))
     conn.send(("stats", {**session.stats, "skipped_ticks": skipped, "drops": dict(link.drops), "lost": link.lost,
                          "seq_restarts": link.restarts}))
 
@@ -141,7 +141,7 @@ class _Session:
         self.fresh_action = False
         self.armed = False
         self.commanded_at = 0.0  # monotonic time of the HELLO or the last accepted ACTION
-        self.action_times: list[float] = []
+        self.action_times: list[tuple[float, float]] = []  # (arrival, client's header timestamp)
         self.obs = np.zeros(self.obs_dim, dtype=np.float32)
         self.episode = -1
         self.episode_return, self.step_count = 0.0, 0
@@ -170,7 +170,8 @@ class _Session:
         if terminated or truncated:
             self._reset()
 
-    def handle(self, msg_type: MsgType, payload: bytes, addr: Address, now: float) -> None:
+    def handle(self, packet: Packet, addr: Address, now: float) -> None:
+        msg_type, payload = packet.msg_type, packet.payload
         if msg_type == MsgType.HELLO:
             self.client = addr
             self.stats["sessions"] += 1
@@ -198,7 +199,7 @@ class _Session:
             self.fresh_action = self.armed = True
             self.commanded_at = now
             if self.cfg.action_log:
-                self.action_times.append(now)
+                self.action_times.append((now, packet.timestamp))
 
     def _end_session(self) -> None:
         """The safe state: no force, no stepping, no streaming, until the next HELLO."""
