@@ -160,8 +160,8 @@ def test_inf_huge_and_nan_observations_are_held_counted_and_never_reach_the_poli
 def test_a_lasting_bad_observation_stops_naming_robot_and_dimension(tmp_path):
     cfg = pendulum_config(**{"inference.backend": "eager", "watchdog.hold_timeout_s": 0.05})
     robot = ScriptedRobot(cfg.obs_dim, cfg.act_dim, frames={k: np.array([0, 0, np.nan, 0]) for k in range(10, 200)})
-    with pytest.raises(DeployAborted, match=r"sim_inverted_pendulum \(ScriptedRobot\) sent state\[2\]=nan is not "
-                                            r"finite") as info:
+    with pytest.raises(DeployAborted, match=r"unusable observation: state\[2\]=nan is not finite \(from "
+                                            r"sim_inverted_pendulum, ScriptedRobot\)") as info:
         ControlLoop(robot, load_backend("eager", tiny_policy()), cfg, tmp_path / "log.csv").run(cycles=200)
     assert info.value.summary["invalid_observations"]["nonfinite"] >= 5
     assert np.allclose(robot.sent[10:], cfg.hold_action)
@@ -243,3 +243,26 @@ def test_cli_aborted_run_prints_its_json_summary(exported, tmp_path, capsys):
     assert summary["robot_server"]["stops"] == 1  # STOP reached the robot
     assert summary["warnings"] == []  # policy.json says 100 Hz, the file says 100 Hz
     assert (tmp_path / "l.csv").read_text().splitlines()[-1].split(",")[6] == "stop"
+
+
+class FailingRobot(ScriptedRobot):
+    """Fails on its `fail_at`-th observation, as a robot whose re-handshake met a SPEC of other sizes."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(4, 1)
+        self.fail_at = fail_at
+
+    def get_observation(self):
+        if self.calls == self.fail_at:
+            raise ConfigError("robot at 10.0.0.2:50007 reports obs_dim=5, act_dim=1")
+        return super().get_observation()
+
+
+def test_a_robot_failing_mid_run_ends_it_with_the_cycle_logged_and_a_safe_command(tmp_path):
+    cfg = pendulum_config(**{"inference.backend": "eager"})
+    robot = FailingRobot(fail_at=30)
+    with pytest.raises(DeployAborted, match=r"robot error at cycle 30: robot at 10.0.0.2:50007 reports obs_dim=5"):
+        ControlLoop(robot, load_backend("eager", tiny_policy()), cfg, tmp_path / "log.csv").run(cycles=100)
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(rows) == 1 + 31 and rows[-1].split(",")[6] == "stop" and rows[-1].split(",")[3] == ""
+    assert len(robot.sent) == 32 and np.allclose(robot.sent[-2:], cfg.hold_action)

@@ -89,7 +89,7 @@ class ControlLoop:
                     if obs is not None and obs.received_at != checked_at:  # a new frame: judged (and counted) once
                         checked_at, problem = obs.received_at, self.obs_check.problem(obs.state)
                         if problem:
-                            problem = f"{self.cfg.name} ({self.robot.name}) sent {problem}"
+                            problem = f"{problem} (from {self.cfg.name}, {self.robot.name})"
                     if obs is not None and not problem:
                         if obs.episode != episode:  # a new episode (or the first): old plans no longer apply
                             episode = obs.episode
