@@ -218,4 +218,4 @@ def test_a_robot_restarting_its_sequence_mid_session_is_identified_again(tmp_pat
     assert summary["stop_reason"] == "finished"
     assert (summary["seq_restarts"], summary["handshakes"]) == (1, 2)
     assert fake.received.count(MsgType.HELLO) >= 2  # the re-handshake
-    assert summary["dropped_packets"]["out_of_order"] == 0 and summary["watchdog"]["holds"] <= 1
+    assert summary["dropped_packets"]["out_of_order"] == 0  # the restarted count was not taken for late packets
