@@ -41,7 +41,7 @@ from robopol.policies.flow import FlowActor
 from robopol.policies.inference import InferencePolicy
 from robopol.typed_config import to_dict
 
-OUT = Path(os.environ.get("ROBOPOL_BENCH_OUT", Path(__file__).resolve().parent / "out"))
+OUT = Path(__file__).resolve().parent / "out"
 OBS_DIM, ACT_DIM, N_OBS, HORIZON, N_ACT = 11, 3, 2, 8, 4  # Hopper-sized state, chunk 8
 HIDDEN = (256, 256)
 
