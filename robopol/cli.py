@@ -73,11 +73,12 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def _hardware_config(overrides: list[str]) -> dict:
-    """hardware=NAME selects hardware/NAME.yaml on the search path; hardware.key=value overrides its keys."""
+    """hardware=NAME (hardware/NAME.yaml) or hardware=PATH.yaml selects the file; hardware.key=value
+    overrides its keys (hardware.sim=null hardware.robot.port=N turns a simulated robot's file into a real one's)."""
     from omegaconf import OmegaConf
 
-    from robopol.config_search import find_file
     from robopol.errors import ConfigError
+    from robopol.hardware.config import find_hardware_file
 
     name, rest = "sim_inverted_pendulum", []
     for item in overrides:
@@ -89,18 +90,25 @@ def _hardware_config(overrides: list[str]) -> dict:
         elif key.startswith("hardware."):
             rest.append(f"{key.removeprefix('hardware.')}={value}")
         else:
-            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME or hardware.<key>=<value>")
-    merged = OmegaConf.merge(OmegaConf.load(find_file("hardware", name)), OmegaConf.from_dotlist(rest))
+            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME|PATH or hardware.<key>=<value>")
+    merged = OmegaConf.merge(OmegaConf.load(find_hardware_file(name)), OmegaConf.from_dotlist(rest))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def _deploy(args: argparse.Namespace) -> dict:
+    """The summary is the JSON line on every ending of the loop; a run the loop had to stop prints it
+    before its one-line error."""
     from robopol.hardware.deploy import run_deploy
+    from robopol.hardware.loop import DeployAborted
 
     cycles = args.cycles or None
     duration = args.duration or (None if cycles else 10.0)
-    return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
-                      log_path=args.log)
+    try:
+        return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
+                          log_path=args.log)
+    except DeployAborted as exc:
+        print(json.dumps(exc.summary, default=str))
+        raise
 
 
 def _demos(args: argparse.Namespace) -> dict:
@@ -154,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_export)
     p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or export folder")
-    p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml) and hardware.<key>=<value>")
+    p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml on the search path) or "
+                                                 "hardware=PATH.yaml, and hardware.<key>=<value>")
     p.add_argument("--cycles", type=int, default=0, help="stop after this many control cycles")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default 10)")
     p.add_argument("--log", default="deploy_log.csv", help="per-cycle timings")
