@@ -1,7 +1,14 @@
 """Hopper-v5: robopol PPO beside SB3 PPO (same envs, same env steps, same hyper-parameters), plus
-robopol FPO and DPPO from scratch, in one run. Writes bench/out/hopper.json and hopper.png.
+robopol FPO and DPPO from scratch, in one run. Writes bench/out/hopper-<steps>k.json and .png.
 
-    python bench/bench_hopper.py --steps 300000
+    python bench/bench_hopper.py                                   # the table's @300k column
+    python bench/bench_hopper.py --task hopper_1m --only robopol-fpo
+    python bench/bench_hopper.py --throughput-rounds 3              # its env steps/s column
+
+Every setting comes from the task file (tasks/hopper_300k.yaml, hopper_1m.yaml, hopper_throughput.yaml,
+hopper_async.yaml) and the policy files as shipped, so `robopol train task=hopper_300k
+policy=ppo` reproduces a row alone; SB3 reads the same env steps, envs, evaluation cadence, episodes and
+seed from the task file.
 
 Throughput excludes evaluation time for every entry; evaluation uses the same fixed seeds and
 deterministic actions for all of them."""
@@ -32,16 +39,11 @@ from robopol.runner import train  # noqa: E402
 OUT = Path(__file__).parent / "out"
 
 
-def run_robopol(policy: str, steps: int, num_envs: int, evals: int, episodes: int, seed: int,
-                extra: tuple[str, ...] = (), label: str = "") -> dict:
-    per_iter = num_envs * 256
-    eval_every = max(1, steps // per_iter // evals) if evals else 0
+def run_robopol(task: str, policy: str, label: str = "") -> dict:
     run_dir = OUT / f"hopper-robopol-{label or policy}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_run_config(["task=hopper", f"policy={policy}", f"train.total_env_steps={steps}", f"sim.num_envs={num_envs}",
-                           f"train.eval_every={eval_every}", f"train.eval_episodes={episodes}", f"train.seed={seed}",
-                           "train.video=false", f"train.run_dir={run_dir}", "train.checkpoint_every=1000",
-                           "train.progress=false", *extra])
+    cfg = load_run_config([f"task={task}", f"policy={policy}", "train.video=false", f"train.run_dir={run_dir}",
+                           "train.checkpoint_every=1000", "train.progress=false"])
     start = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - start
@@ -72,14 +74,14 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> float:
     return float(np.mean(returns))
 
 
-def interleaved_throughput(rounds: int, steps: int, num_envs: int) -> dict:
+def interleaved_throughput(rounds: int) -> dict:
     """Env steps/s of each entry, alternating short runs so a busy machine slows them all alike."""
     entries = {
-        "robopol-ppo": lambda: run_robopol("ppo", steps, num_envs, 0, 1, 0),
-        "sb3-ppo": lambda: run_sb3(steps, num_envs, 0, 1, 0),
-        "robopol-ppo-async": lambda: run_robopol("ppo", steps, num_envs, 0, 1, 0, ("sim.vectorization=async",), "ppo-async"),
-        "robopol-fpo": lambda: run_robopol("fpo", steps, num_envs, 0, 1, 0),
-        "robopol-dppo": lambda: run_robopol("dppo", steps, num_envs, 0, 1, 0),
+        "robopol-ppo": lambda: run_robopol("hopper_throughput", "ppo"),
+        "sb3-ppo": lambda: run_sb3(**sb3_settings("hopper_throughput")),
+        "robopol-ppo-async": lambda: run_robopol("hopper_async", "ppo", "ppo-async"),
+        "robopol-fpo": lambda: run_robopol("hopper_throughput", "fpo"),
+        "robopol-dppo": lambda: run_robopol("hopper_throughput", "dppo"),
     }
     rates: dict[str, list[float]] = {name: [] for name in entries}
     for _ in range(rounds):
@@ -91,7 +93,18 @@ def interleaved_throughput(rounds: int, steps: int, num_envs: int) -> dict:
               "robopol_ppo_async_over_sb3_ppo": median["robopol-ppo-async"] / median["sb3-ppo"],
               "robopol_fpo_over_robopol_ppo": median["robopol-fpo"] / median["robopol-ppo"],
               "robopol_dppo_over_robopol_ppo": median["robopol-dppo"] / median["robopol-ppo"]}
+    steps = load_run_config(["task=hopper_throughput"]).train.total_env_steps
     return {"rounds": rounds, "steps_per_run": steps, "steps_per_second": rates, "median": median, "ratios": ratios}
+
+
+def sb3_settings(task: str) -> dict[str, int]:
+    """SB3's env steps, envs, number of evaluations, episodes and seed: robopol PPO's on tasks/<task>.yaml,
+    evaluated as many times, spread evenly over the run."""
+    cfg = load_run_config([f"task={task}", "policy=ppo"])
+    iterations = cfg.train.total_env_steps // (cfg.sim.num_envs * cfg.train.rollout_steps)
+    evals = iterations // cfg.train.eval_every if cfg.train.eval_every else 0
+    return {"steps": cfg.train.total_env_steps, "num_envs": cfg.sim.num_envs, "evals": evals,
+            "episodes": cfg.train.eval_episodes, "seed": cfg.train.seed}
 
 
 def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
@@ -149,11 +162,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300_000)
-    parser.add_argument("--num-envs", type=int, default=8)
-    parser.add_argument("--evals", type=int, default=6)
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default="hopper_300k", help="tasks/<TASK>.yaml: env steps, envs, evaluation, seed")
     parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-fpo,robopol-dppo")
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
@@ -161,7 +170,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.throughput_rounds:
-        report = interleaved_throughput(args.throughput_rounds, args.steps, args.num_envs)
+        report = interleaved_throughput(args.throughput_rounds)
         report["machine"] = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count()}
         (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
@@ -169,9 +178,9 @@ def main() -> None:
     results = []
     for name in args.only.split(","):
         if name == "sb3-ppo":
-            results.append(run_sb3(args.steps, args.num_envs, args.evals, args.episodes, args.seed))
+            results.append(run_sb3(**sb3_settings(args.task)))
         else:
-            results.append(run_robopol(name.removeprefix("robopol-"), args.steps, args.num_envs, args.evals, args.episodes, args.seed))
+            results.append(run_robopol(args.task, name.removeprefix("robopol-")))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
     by_name = {r["name"]: r for r in results}
     ratios = {}
@@ -182,7 +191,7 @@ def main() -> None:
             ratios[f"{name}_over_robopol_ppo"] = by_name[name]["steps_per_second"] / by_name["robopol-ppo"]["steps_per_second"]
     report = {"machine": {"node": platform.node(), "processor": platform.processor(), "cpus": torch.get_num_threads()},
               "args": vars(args), "results": results, "ratios": ratios}
-    stem = f"hopper-{args.steps // 1000}k"
+    stem = f"hopper-{load_run_config([f'task={args.task}']).train.total_env_steps // 1000}k"
     (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
     plot(results, OUT / f"{stem}.png")
     print("| run | env steps | env steps/s | final return |")

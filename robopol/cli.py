@@ -1,4 +1,4 @@
-"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos.
+"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos | list.
 
 `train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
 Runner (robopol.runner), which drives the loop the algorithm declares.
@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from robopol import __version__
+from robopol.config_search import GROUP_FOLDERS, add_user_dirs
 from robopol.errors import RobopolError, write_crash_log
 
 
@@ -87,11 +89,12 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def _hardware_config(overrides: list[str]) -> dict:
-    """hardware=NAME selects hardware/NAME.yaml; hardware.key=value overrides its keys."""
+    """hardware=NAME (hardware/NAME.yaml) or hardware=PATH.yaml selects the file; hardware.key=value
+    overrides its keys (hardware.sim=null hardware.robot.port=N turns a simulated robot's file into a real one's)."""
     from omegaconf import OmegaConf
 
-    from robopol.config import CONFIG_ROOT
     from robopol.errors import ConfigError
+    from robopol.hardware.config import find_hardware_file
 
     name, rest = "sim_inverted_pendulum", []
     for item in overrides:
@@ -103,28 +106,45 @@ def _hardware_config(overrides: list[str]) -> dict:
         elif key.startswith("hardware."):
             rest.append(f"{key.removeprefix('hardware.')}={value}")
         else:
-            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME or hardware.<key>=<value>")
-    path = CONFIG_ROOT / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"unknown hardware {name!r}; allowed: {allowed}")
-    merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(rest))
+            raise ConfigError(f"unknown deploy override {key!r}; use hardware=NAME|PATH or hardware.<key>=<value>")
+    merged = OmegaConf.merge(OmegaConf.load(find_hardware_file(name)), OmegaConf.from_dotlist(rest))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def _deploy(args: argparse.Namespace) -> dict:
+    """The summary is the JSON line on every ending of the loop; a run the loop had to stop prints it
+    before its one-line error."""
     from robopol.hardware.deploy import run_deploy
+    from robopol.hardware.loop import DeployAborted
 
     cycles = args.cycles or None
     duration = args.duration or (None if cycles else 10.0)
-    return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
-                      log_path=args.log)
+    try:
+        return run_deploy(_hardware_config(args.overrides), args.checkpoint, cycles=cycles, duration_s=duration,
+                          log_path=args.log)
+    except DeployAborted as exc:
+        print(json.dumps(exc.summary, default=str))
+        raise
 
 
 def _demos(args: argparse.Namespace) -> dict:
     from robopol.demos import write_demonstrations
 
     return write_demonstrations(args.task, args.n, Path(args.out), noise=args.noise, seed=args.seed, fmt=args.format)
+
+
+def _list(args: argparse.Namespace) -> None:
+    """Each option of the config groups with the file it selects, and the files that file shadows."""
+    from robopol.config_search import candidates
+
+    groups = {group: candidates(group) for group, folder in GROUP_FOLDERS.items() if args.group in (None, folder)}
+    width = max(len(name) for options in groups.values() for name in options) if any(groups.values()) else 0
+    for group, options in groups.items():
+        print(f"{GROUP_FOLDERS[group]}:")
+        for name, (path, *shadowed) in options.items():
+            print(f"  {name:<{width}}  {path}" + "".join(f"  (shadows {other})" for other in shadowed))
+        if group == "task":
+            print(f"  {'<Gymnasium id>':<{width}}  any registered env with Box actions, e.g. task=Ant-v5")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +171,10 @@ def _number(kind: type[int | float], ge: float | None = None, gt: float | None =
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robopol", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"robopol {__version__}")
+    parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                        help="a folder holding your own tasks/ policies/ sim/ hardware/, searched before the "
+                             "working directory and robopol's own (repeatable; also $ROBOPOL_CONFIG_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a policy: robopol train task=hopper policy=fpo key=value ...")
     p.add_argument("overrides", nargs="*", help="task=NAME policy=NAME sim=NAME and dotted key=value overrides")
@@ -177,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_export)
     p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or export folder")
-    p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml) and hardware.<key>=<value>")
+    p.add_argument("overrides", nargs="*", help="hardware=NAME (hardware/NAME.yaml on the search path) or "
+                                                 "hardware=PATH.yaml, and hardware.<key>=<value>")
     p.add_argument("--cycles", type=_number(int, ge=1), default=None, help="stop after this many control cycles")
     p.add_argument("--duration", type=_number(float, gt=0), default=None, help="stop after this many seconds (default 10)")
     p.add_argument("--log", default="deploy_log.csv", help="per-cycle timings")
@@ -192,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["hdf5", "zarr"], help="default: from the --out extension, "
                                                                           "which it must agree with")
     p.set_defaults(run=_demos)
+    p = sub.add_parser("list", help="the tasks, policies, sim settings and hardware available, and where each file is")
+    p.add_argument("group", nargs="?", choices=list(GROUP_FOLDERS.values()),
+                   help="one group (default: all)")
+    p.set_defaults(run=_list)
     return parser
 
 
@@ -220,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("default")
     warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
+    add_user_dirs(args.config_dir)
     try:
         result = args.run(args)
     except RobopolError as exc:
@@ -234,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: robopol {args.command} failed unexpectedly ({type(exc).__name__}: {gist}); "
               f"full traceback in {crash_log}", file=sys.stderr)
         return 1
-    print(json.dumps(result, default=str))
+    if result is not None:
+        print(json.dumps(result, default=str))
     return 0
 
 

@@ -2,17 +2,19 @@
 
 `robopol train task=hopper policy=fpo train.total_env_steps=100000` selects tasks/hopper.yaml and
 policies/fpo.yaml (plus sim/default.yaml), applies the key=value overrides and validates the result
-into `RunConfig`. A task name that is not a file but a registered Gymnasium id (`task=Ant-v5`) runs
-that environment without a config file."""
+into `RunConfig`. The group files are looked up on robopol's search path (robopol/config_search.py: a
+user's folders first, then the shipped ones). A task name that is not a file but a registered Gymnasium
+id (`task=Ant-v5`) runs that environment without a config file."""
 
 from __future__ import annotations
 
-import os
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from robopol import registry
+from robopol import config_search, registry
 from robopol.errors import ConfigError
 from robopol.policies.networks import ACTIVATIONS
 from robopol.typed_config import build, field
@@ -20,15 +22,17 @@ from robopol.typed_config import build, field
 if TYPE_CHECKING:
     from robopol.policies.base import Actor, ChunkSpec
 
-CONFIG_ROOT = Path(os.environ.get("ROBOPOL_CONFIG_DIR", Path(__file__).resolve().parent.parent))
-GROUP_FOLDERS = {"task": "tasks", "policy": "policies", "sim": "sim"}
-DEFAULT_SELECTION = {"task": "hopper", "policy": "ppo", "sim": "default"}
+# Composition order: a later group overrides an earlier one, so a policy file may set sim.* and train.*
+# settings (e.g. SAC's single env) over sim/default.yaml and the task's budget.
+DEFAULT_SELECTION = {"sim": "default", "task": "hopper", "policy": "ppo"}
 
 
 @dataclass
 class TaskConfig:
     name: str = "hopper"
-    backend: str = field("gym", choices=("gym", "pusht", "robomimic"))
+    backend: str = field("gym", choices=("gym", "envpool", "pusht", "robomimic", "tensor"),
+                         doc="envpool: env_id is an EnvPool id (Gymnasium MuJoCo v5 or DeepMind Control); "
+                             "tensor: a batched torch env (robopol.sim.tensor_env)")
     env_id: str = "Hopper-v5"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = field(None, gt=0)
@@ -37,7 +41,8 @@ class TaskConfig:
 @dataclass
 class SimConfig:
     num_envs: int = field(8, ge=1)
-    vectorization: str = field("sync", choices=("sync", "async"))
+    vectorization: str = field("sync", choices=("sync", "async"), doc="Gymnasium backends; EnvPool steps in its own threads")
+    envpool_threads: int = field(0, ge=0, doc="EnvPool worker threads (task.backend=envpool); 0 lets EnvPool choose")
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = field(10.0, gt=0)
@@ -132,6 +137,9 @@ class TrainConfig:
     pretrained: str = field("", doc="checkpoint whose actor and normaliser fine-tuning starts from; evaluated at step 0")
     video: bool = True
     threads: int = field(1, ge=1)
+    autocast: str = field("none", choices=("none", "bf16"),
+                          doc="bf16: updates run their matrix products in bfloat16 (torch.autocast), about 2x "
+                              "faster on CPUs with AVX512-BF16 or AMX; weights, optimiser state and acting stay fp32")
     progress: bool = True
 
 
@@ -143,14 +151,26 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_ROOT / GROUP_FOLDERS[group]).glob("*.yaml"))
-
-
 def _is_gym_id(name: str) -> bool:
     import gymnasium as gym
 
     return name in gym.registry
+
+
+def _check_global_package(group: str, option: str, path: Path) -> None:
+    """Hydra nests a group file under its folder name (`tasks:`) unless its header, the leading run of
+    `# @key value` lines, says `# @package _global_`; robopol's files hold top-level keys (task:, train:)."""
+    lines = (line.strip() for line in path.read_text().splitlines() if line.strip())
+    header = itertools.takewhile(lambda line: re.match(r"#\s*@", line), lines)
+    if not any(line.lstrip("#").split() == ["@package", "_global_"] for line in header):
+        raise ConfigError(f"{group}={option}: {path} must begin with the line '# @package _global_' "
+                          "(before any other comment), as robopol's own files do")
+
+
+def _hydra_searchpath(roots: list[Path]) -> str:
+    """hydra.searchpath=[...]: Hydra looks in the primary folder, then in these, and takes the first match."""
+    quoted = ("'file://" + str(root).replace("'", "\\'") + "'" for root in roots)
+    return f"hydra.searchpath=[{','.join(quoted)}]"
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
@@ -170,18 +190,20 @@ def compose(overrides: list[str]) -> dict[str, Any]:
             selection[key] = value
         else:
             rest.append(item)
-    hydra_overrides = []
+    primary, *more_roots = config_search.search_roots()
+    hydra_overrides = [_hydra_searchpath(more_roots)]
     for group, option in selection.items():
-        folder = GROUP_FOLDERS[group]
-        if (CONFIG_ROOT / folder / f"{option}.yaml").exists():
+        folder, path = config_search.GROUP_FOLDERS[group], config_search.find(group, option)
+        if path is not None:
+            _check_global_package(group, option, path)
             hydra_overrides.append(f"+{folder}={option}")
         elif group == "task" and _is_gym_id(option):
             hydra_overrides.append(f"+{folder}=gym")
             extra += [f"task.name={option}", f"task.env_id={option}"]
         else:
             hint = " or any registered Gymnasium env id (e.g. Ant-v5)" if group == "task" else ""
-            raise ConfigError(f"unknown {group} {option!r}; allowed: {', '.join(options(group))}{hint}")
-    with initialize_config_dir(config_dir=str(CONFIG_ROOT), version_base=None):
+            raise ConfigError(f"unknown {group} {option!r}; allowed: {config_search.allowed(group)}{hint}")
+    with initialize_config_dir(config_dir=str(primary), version_base=None):
         composed = hydra_compose(config_name=None, overrides=hydra_overrides)
     OmegaConf.set_struct(composed, False)  # unknown keys are reported by name when validating
     merged = composed

@@ -109,6 +109,10 @@ class Runner:
         self.logger.close()
         return {**loop.summary(), **result}
 
+    def precision(self) -> torch.autocast:
+        """The context every update runs in: bf16 matrix products under train.autocast=bf16, else fp32."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.train.autocast == "bf16")
+
     def policy(self) -> PolicyBundle:
         """What evaluation sees: eval-mode copies of the algorithm's actors with the normaliser; the
         training actors keep their mode."""

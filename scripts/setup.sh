@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up of a fresh machine: Debian's OSMesa (headless MuJoCo videos), a venv in .venv,
-# the CPU torch wheel first (so no dependency can pull a CUDA build), then robopol and its dev tools.
+# Idempotent set-up of a fresh machine: Debian's OSMesa (headless MuJoCo videos), a C compiler (the
+# reference robot), a venv in .venv, the CPU torch wheel first (so no dependency can pull a CUDA build),
+# then robopol and its dev tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
@@ -8,6 +9,14 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null
     else
         echo "warning: libosmesa6 missing and apt-get unavailable; videos will be skipped" >&2
+    fi
+fi
+# A C compiler builds the reference robot (hardware/reference_robot/robot.c) the deploy tests drive.
+if ! command -v cc >/dev/null && ! command -v gcc >/dev/null && ! command -v clang >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+    else
+        echo "warning: no C compiler and apt-get unavailable; the C reference robot tests will be skipped" >&2
     fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -57,7 +57,7 @@ def test_ppo_and_dppo_ratios_are_one_before_an_update():
     torch.testing.assert_close(ppo.actor.log_prob(batch["obs"], batch["actions"]), batch["log_prob"])
     dppo = DPPO(policy(DPPOConfig()), DiffusionActor(SPEC, hidden=(16,), denoising_steps=6))
     batch = _batch(dppo)
-    torch.testing.assert_close(dppo.actor.chain_log_prob(batch["obs"], batch["chain"]), batch["log_prob"])
+    torch.testing.assert_close(dppo.log_prob(batch["obs"], batch["chain"]), batch["log_prob"])
     assert batch["chain"].shape == (16, 7, 2, 2)
     torch.testing.assert_close(batch["chain"][:, -1], batch["actions"])
 

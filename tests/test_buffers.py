@@ -1,9 +1,8 @@
-"""Rollout GAE against a hand-worked example; replay n-step returns with termination and truncation."""
+"""Rollout GAE against hand-worked examples (bootstrapping truncation, not termination)."""
 
 import pytest
 import torch
 
-from robopol.data.replay import ReplayBuffer
 from robopol.data.rollout import RolloutBuffer
 
 
@@ -52,39 +51,3 @@ def test_minibatches_cover_every_sample_once_with_extras():
     with pytest.raises(RuntimeError):
         buf.add(*([torch.zeros(2, 1, 1)] * 2), torch.zeros(2), *([torch.zeros(2, dtype=torch.bool)] * 2),
                 torch.zeros(2), torch.zeros(2), 0.9, log_prob=torch.zeros(2))
-
-
-def _fill(buf: ReplayBuffer, rewards, terminated, truncated):
-    for i, (r, te, tr) in enumerate(zip(rewards, terminated, truncated)):
-        buf.add(torch.full((1, 1), float(i)), torch.zeros(1, 1, 1), torch.tensor([r]), torch.full((1, 1), float(i) + 0.5),
-                torch.tensor([te]), torch.tensor([tr]))
-
-
-def test_replay_n_step_stops_at_termination_and_does_not_bootstrap():
-    buf = ReplayBuffer(10, 1, (1,), (1, 1))
-    _fill(buf, [1.0, 2.0, 4.0, 8.0], [False, True, False, False], [False, False, False, False])
-    g = torch.Generator().manual_seed(0)
-    batches = [buf.sample(64, n_step=3, discount=0.5, generator=g) for _ in range(3)]
-    for batch in batches:
-        for obs, reward, nxt, boot, n in zip(batch["obs"][:, 0], batch["reward"], batch["next_obs"][:, 0], batch["bootstrap"], batch["n"]):
-            start = int(obs)
-            if start == 0:  # 1 + 0.5*2, then the episode terminated at step 1
-                assert (reward.item(), nxt.item(), boot.item(), n.item()) == (2.0, 1.5, 0.0, 2)
-            elif start == 1:
-                assert (reward.item(), boot.item(), n.item()) == (2.0, 0.0, 1)
-            elif start == 2:  # 4 + 0.5*8, and step 3 is the newest transition written
-                assert (reward.item(), nxt.item(), boot.item(), n.item()) == (8.0, 3.5, 0.25, 2)
-
-
-def test_replay_truncation_is_bootstrapped_and_circular_overwrite_keeps_newest():
-    buf = ReplayBuffer(3, 1, (1,), (1, 1))
-    _fill(buf, [1.0, 1.0, 1.0, 1.0, 1.0], [False] * 5, [False, False, False, True, False])
-    assert len(buf) == 3
-    batch = buf.sample(200, n_step=2, discount=0.9, generator=torch.Generator().manual_seed(1))
-    starts = set(batch["obs"][:, 0].tolist())
-    assert starts == {2.0, 3.0, 4.0}  # steps 0 and 1 were overwritten
-    for obs, reward, boot in zip(batch["obs"][:, 0], batch["reward"], batch["bootstrap"]):
-        if obs == 3.0:  # truncated at step 3: one transition, bootstrapped with discount^1
-            assert reward.item() == pytest.approx(1.0) and boot.item() == pytest.approx(0.9)
-        if obs == 2.0:
-            assert reward.item() == pytest.approx(1.9) and boot.item() == pytest.approx(0.81)

@@ -1,4 +1,5 @@
-"""Whatever the policy outputs (NaN and inf included), no command leaves the configured limits."""
+"""Whatever the policy outputs (NaN and inf included), and whatever the robot reports, no command leaves
+the configured limits, and no unusable observation reaches the policy."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deploy_fixtures import RecordingBackend, ScriptedRobot, pendulum_config, tiny_policy
+
 from robopol.errors import ConfigError
-from robopol.hardware.config import LimitsConfig, WorkspaceConfig, load_hardware_config
+from robopol.hardware.config import LimitsConfig, ObsBoundsConfig, WorkspaceConfig, load_hardware_config
+from robopol.hardware.deploy import load_backend
+from robopol.hardware.loop import ControlLoop, DeployAborted
 from robopol.hardware.safety import SafetyLayer
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
@@ -55,6 +60,39 @@ def test_no_command_leaves_the_limits(case):
         assert np.all(np.abs(cmd - prev) <= step * (1 + 1e-9) + 1e-12)
         prev = cmd
     assert safety.clamps["nonfinite"] == sum(not np.all(np.isfinite(np.asarray(c, float))) for c in commands)
+
+
+OBS_BOUND = 5.0
+reading = st.one_of(st.floats(-OBS_BOUND, OBS_BOUND, width=32), st.floats(width=32),
+                    st.sampled_from([np.inf, -np.inf, np.nan, 1e30, -1e30, OBS_BOUND * 1.01]))
+
+
+@pytest.fixture(scope="module")
+def eager_policy_backend():
+    return load_backend("eager", tiny_policy())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(reading, min_size=4, max_size=4), min_size=1, max_size=30))
+def test_no_command_leaves_the_limits_whatever_the_robot_reports(tmp_path_factory, eager_policy_backend, frames):
+    cfg = pendulum_config(obs_bounds=ObsBoundsConfig(low=[-OBS_BOUND] * 4, high=[OBS_BOUND] * 4),
+                          **{"control_rate_hz": 500.0, "clock_spin_s": 0.0005, "watchdog.hold_timeout_s": 0.01,
+                             "limits.delta_max": [0.5]})
+    robot = ScriptedRobot(cfg.obs_dim, cfg.act_dim, frames={i: np.asarray(f) for i, f in enumerate(frames)})
+    backend = RecordingBackend(eager_policy_backend)
+    loop = ControlLoop(robot, backend, cfg, tmp_path_factory.mktemp("log") / "log.csv")
+    try:
+        summary = loop.run(cycles=len(frames) + 5)
+    except DeployAborted as exc:  # a lasting run of bad frames stops the robot: also a safe ending
+        summary = exc.summary
+    sent = np.asarray(robot.sent, dtype=float)[:, 0]
+    assert np.all(np.isfinite(sent)) and np.all(np.abs(sent) <= 3.0)
+    assert np.all(np.abs(np.diff(np.concatenate([[0.0], sent]))) <= 0.5 + 1e-6)  # the hold command starts at 0
+    seen = np.concatenate([obs.reshape(-1, 4) for obs in backend.seen[6:]] or [np.zeros((0, 4))])
+    assert np.all(np.isfinite(seen)) and np.all(np.abs(seen) <= OBS_BOUND)
+    fetched = [np.asarray(f, np.float32) for f in frames[:robot.calls]]  # a STOP ends the stream early
+    bad = sum(not (np.all(np.isfinite(f)) and np.all(np.abs(f) <= OBS_BOUND)) for f in fetched)
+    assert sum(summary["invalid_observations"].values()) == bad
 
 
 def test_each_clamp_kind_is_counted():

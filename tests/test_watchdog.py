@@ -1,4 +1,5 @@
-"""The watchdog holds within 2 cycles of the observation stream stopping, then stops the robot."""
+"""The watchdog holds within 2 cycles of the observation stream stopping, then stops the robot; an
+unusable observation holds at once and, if it lasts, stops naming the robot and the dimension."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ def test_state_machine_hold_recover_stop():
     assert (dog.holds, dog.recoveries) == (2, 1)
 
 
+def test_an_unusable_observation_holds_at_once_however_fresh():
+    dog = Watchdog(WatchdogConfig(obs_timeout_s=0.015, max_deadline_misses=3, hold_timeout_s=0.1))
+    assert dog.update(1.00, 1.00, False, "state[1]=nan is not finite") is State.HOLD
+    assert dog.update(1.01, 1.01, False) is State.RUN
+    assert dog.update(1.02, 1.02, False, "state[1]=nan is not finite") is State.HOLD
+    assert dog.update(1.13, 1.13, False, "state[1]=nan is not finite") is State.STOP
+    assert dog.reason == "held for more than hold_timeout_s=0.1: unusable observation: state[1]=nan is not finite"
+
+
 def test_loop_holds_within_two_cycles_after_stream_stops(tmp_path):
     stop_after = 30
     cfg = pendulum_config(**{"watchdog.obs_timeout_s": 0.015, "watchdog.hold_timeout_s": 0.1,
@@ -39,8 +49,9 @@ def test_loop_holds_within_two_cycles_after_stream_stops(tmp_path):
     states = list(rows["state"])
     first_hold = states.index("hold")
     assert stop_after <= first_hold <= stop_after + 2  # the last fresh frame came at cycle stop_after - 1
-    assert all(s == "hold" for s in states[first_hold:])
+    assert all(s == "hold" for s in states[first_hold:-1]) and states[-1] == "stop"  # the aborting cycle is logged
     hold = np.asarray(cfg.hold_action, np.float32)
     assert all(np.allclose(a, hold) for a in robot.sent[first_hold:])  # HOLD commands, and the final one
-    assert info.value.summary["hold_cycles"] == len(states) - first_hold
+    assert info.value.summary["hold_cycles"] == len(states) - first_hold - 1
+    assert info.value.summary["cycles"] == len(states)
     assert info.value.summary["stop_reason"].startswith("watchdog STOP")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -89,8 +91,11 @@ class RewardScaler:
         self.mean += delta * n / total
         self.count = total
 
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
+    def state_dict(self) -> dict[str, Any]:
+        """Statistics and the discounted returns in flight, so a resumed run scales exactly as before."""
+        return {"mean": self.mean, "var": self.var, "count": self.count, "returns": torch.from_numpy(self.returns.copy())}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+        if "returns" in state:  # checkpoints before exact resume lack it: the returns in flight restart at 0
+            self.returns = state["returns"].numpy().copy()

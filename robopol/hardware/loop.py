@@ -1,11 +1,13 @@
 """The real-time control loop: fixed rate, chunked actions, safety on every command, watchdog.
 
-Each cycle: wait for the tick -> newest observation -> watchdog -> merge a finished chunk (skipping
+Each cycle: wait for the tick -> newest observation, checked (NaN / inf / outside obs_bounds: never
+given to the policy) -> watchdog -> merge a finished chunk (skipping
 the actions whose cycle has passed) -> request the next chunk when few planned actions are left
 (the lead grows with the p95 inference latency) -> pop this cycle's action (or HOLD) -> safety ->
 send -> log. Inference runs on a background thread; only when nothing at all is planned (start of
 an episode) does the loop wait for it, and never past most of the cycle. A policy that returns
-NaN/inf, or a watchdog STOP, ends the run with a final safe command and `DeployAborted`."""
+NaN/inf, a watchdog STOP or a robot error ends the run: that cycle sends the safe command and is
+logged as `stop`, and `DeployAborted` carries the summary."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from robopol.errors import RobopolError
 from robopol.hardware.backend import InferenceBackend
 from robopol.hardware.clock import RateClock
 from robopol.hardware.config import HardwareConfig
-from robopol.hardware.robot import Robot
+from robopol.hardware.obs_check import ObservationCheck
+from robopol.hardware.robot import Observation, Robot
 from robopol.hardware.safety import SafetyLayer
 from robopol.hardware.schedule import ActionQueue, TemporalEnsemble
 from robopol.hardware.watchdog import State, Watchdog
@@ -34,7 +37,7 @@ LOG_BUFFER_BYTES = 1 << 20
 
 
 class DeployAborted(RobopolError):
-    """The loop stopped the robot on its own (policy output not finite, watchdog STOP)."""
+    """The loop stopped the robot on its own (policy output not finite, watchdog STOP, robot error)."""
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
@@ -52,6 +55,7 @@ class ControlLoop:
         self.safety = SafetyLayer(cfg.limits, self.dt, initial=hold)
         self.hold_action = hold
         self.watchdog = Watchdog(cfg.watchdog)
+        self.obs_check = ObservationCheck(cfg.obs_dim, cfg.obs_bounds)
         ch = cfg.chunking
         self.schedule = (TemporalEnsemble(spec.horizon, spec.n_action_steps, spec.act_dim, ch.ensemble_decay)
                          if ch.temporal_ensemble else ActionQueue(spec.horizon, spec.n_action_steps, spec.act_dim))
@@ -67,59 +71,77 @@ class ControlLoop:
         worker = InferenceWorker(self.backend, self.cfg.inference.deterministic, self.cfg.inference.seed)
         self._warm_up(worker)
         lateness, work = [], []
-        error, stop_reason = "", "finished"
+        stop_reason, aborted = "finished", False
         episode, missed = None, False
+        checked_at, problem = None, ""
         start = time.perf_counter()
         with self.log_path.open("w", newline="", buffering=LOG_BUFFER_BYTES) as log:
             writer = csv.writer(log)
-            writer.writerow(["cycle", "t_s", "lateness_ms", "obs_age_ms", "work_ms", "state", "planned_left",
-                             "merged_skip", "missed"] + [f"cmd_{i}" for i in range(self.cfg.act_dim)])
+            writer.writerow(["cycle", "t_s", "lateness_ms", "obs_age_ms", "obs_robot_time", "work_ms", "state",
+                             "planned_left", "merged_skip", "missed"] + [f"cmd_{i}" for i in range(self.cfg.act_dim)])
             k = 0
-            while not self._done(k, start, cycles, duration_s):
-                skipped_before = self.clock.skipped
-                tick = self.clock.wait()
-                missed = missed or self.clock.skipped > skipped_before
-                obs = self.robot.get_observation()
-                if obs.episode != episode:  # a new episode (or the first): old plans no longer apply
-                    episode = obs.episode
-                    self.history.clear()
-                    self.schedule.clear()
-                self.history.append(obs.state)
-                state = self.watchdog.update(time.monotonic(), obs.received_at, missed)
-                if state is State.STOP:
-                    stop_reason = f"watchdog STOP at cycle {tick.index}: {self.watchdog.reason}"
-                    break
-                action, merged = None, -1
-                if state is State.RUN:
-                    action, merged, error = self._plan(worker, tick.index, tick.scheduled, episode)
-                    if error:
-                        stop_reason = f"policy error at cycle {tick.index}: {error}"
-                        break
-                    self.counts["starved_cycles"] += action is None
-                else:  # plans made before the trouble are stale by the time it clears
-                    self.schedule.clear()
-                    self.counts["hold_cycles"] += 1
-                command = self.safety(self._hold() if action is None else action)
-                self.robot.send_action(command)
-                end = time.perf_counter()
-                missed = end > tick.scheduled + self.dt
-                self.counts["deadline_misses"] += missed
-                lateness.append(tick.lateness)
-                work.append(end - tick.woke)
-                writer.writerow([tick.index, f"{tick.scheduled - start:.6f}", f"{tick.lateness * 1e3:.4f}",
-                                 f"{(time.monotonic() - obs.received_at) * 1e3:.3f}", f"{(end - tick.woke) * 1e3:.4f}",
-                                 state.value, self.schedule.planned_left(), merged, int(missed)]
-                                + [f"{c:.6g}" for c in command])
-                k += 1
-            self.robot.send_action(self.safety(self._hold()))  # the final safe command, whatever ended the run
+            try:
+                while not aborted and not self._done(k, start, cycles, duration_s):
+                    skipped_before = self.clock.skipped
+                    tick = self.clock.wait()
+                    missed = missed or self.clock.skipped > skipped_before
+                    obs, failure = self._observe()
+                    if obs is not None and obs.received_at != checked_at:  # a new frame: judged (and counted) once
+                        checked_at, problem = obs.received_at, self.obs_check.problem(obs.state)
+                        if problem:
+                            problem = f"{problem} (from {self.cfg.name}, {self.robot.name})"
+                    if obs is not None and not problem:
+                        if obs.episode != episode:  # a new episode (or the first): old plans no longer apply
+                            episode = obs.episode
+                            self.history.clear()
+                            self.schedule.clear()
+                        self.history.append(obs.state)
+                    state = State.STOP if obs is None else self.watchdog.update(time.monotonic(), obs.received_at,
+                                                                                 missed, problem)
+                    action, merged, error = None, -1, ""
+                    if state is State.RUN:
+                        assert episode is not None  # RUN needs a usable frame, which set it
+                        action, merged, error = self._plan(worker, tick.index, tick.scheduled, episode)
+                        self.counts["starved_cycles"] += action is None and not error
+                    elif state is State.HOLD:  # plans made before the trouble are stale by the time it clears
+                        self.schedule.clear()
+                        self.counts["hold_cycles"] += 1
+                    if state is State.STOP or error:
+                        aborted = True
+                        stop_reason = (f"robot error at cycle {tick.index}: {failure}" if failure else
+                                       f"policy error at cycle {tick.index}: {error}" if error else
+                                       f"watchdog STOP at cycle {tick.index}: {self.watchdog.reason}")
+                    command = self.safety(self._hold() if action is None else action)
+                    self.robot.send_action(command)
+                    end = time.perf_counter()
+                    missed = end > tick.scheduled + self.dt
+                    self.counts["deadline_misses"] += missed
+                    lateness.append(tick.lateness)
+                    work.append(end - tick.woke)
+                    age = "" if obs is None else f"{(time.monotonic() - obs.received_at) * 1e3:.3f}"
+                    writer.writerow([tick.index, f"{tick.scheduled - start:.6f}", f"{tick.lateness * 1e3:.4f}", age,
+                                     "" if obs is None else f"{obs.robot_time:.6f}", f"{(end - tick.woke) * 1e3:.4f}",
+                                     "stop" if aborted else state.value, self.schedule.planned_left(), merged,
+                                     int(missed)] + [f"{c:.6g}" for c in command])
+                    k += 1
+            finally:
+                self.robot.send_action(self.safety(self._hold()))  # the final safe command, whatever ended the run
+                worker.close()
             elapsed = time.perf_counter() - start
-        worker.close()
         if self.stop_requested.is_set() and stop_reason == "finished":
             stop_reason = "interrupted"
         summary = self.summarize(k, elapsed, lateness, work, worker, stop_reason)
-        if stop_reason.startswith(("watchdog", "policy")):
+        if aborted:
             raise DeployAborted(f"deploy stopped the robot: {stop_reason}", summary)
         return summary
+
+    def _observe(self) -> tuple[Observation | None, str]:
+        """The newest observation, or None and why the robot could not give one (e.g. a re-handshake
+        met a SPEC of other sizes): that ends the run like a watchdog STOP."""
+        try:
+            return self.robot.get_observation(), ""
+        except RobopolError as exc:
+            return None, str(exc)
 
     def _done(self, k: int, start: float, cycles: int | None, duration_s: float | None) -> bool:
         return (self.stop_requested.is_set() or (cycles is not None and k >= cycles)
@@ -194,7 +216,8 @@ class ControlLoop:
                                      "p99": worker.latency.p99 * 1e3},
             **self.counts, "skipped_ticks": self.clock.skipped,
             "watchdog": {"holds": self.watchdog.holds, "recoveries": self.watchdog.recoveries},
-            "clamps": dict(self.safety.clamps), "dropped_packets": self.robot.drop_counts(),
+            "clamps": dict(self.safety.clamps), "invalid_observations": dict(self.obs_check.rejected),
+            **self.robot.link_stats(),
             "episodes": {"count": len(episodes), "returns": returns,
                          "mean_return": float(np.mean(returns)) if returns else None,
                          "mean_length": float(np.mean([e.length for e in episodes])) if episodes else None},

@@ -12,9 +12,11 @@ Layout (network byte order; header fields then payload then trailer)::
     20     n     payload         message-specific, see the payload codecs below
     20+n   4     CRC32           zlib.crc32 of bytes [0, 20 + n)
 
-A datagram that is shorter than its header, carries another magic or version, declares a payload
-length that disagrees with its size, has an unknown type or fails its checksum raises a subclass of
-`PacketError`; its `kind` names the counter a transport increments when it drops it."""
+`decode` checks, in this order: at least 24 bytes (`short`), the magic (`bad_magic`), the version
+(`wrong_version`), the announced payload length against the datagram's size (`bad_length`), the
+checksum (`bad_checksum`), the message type (`unknown_type`); the payload codecs then check the
+payload's size for its type (`bad_payload`). Each failure raises `PacketError` whose `kind` names the
+counter a receiver increments when it drops the datagram. docs/protocol.md is the full specification."""
 
 from __future__ import annotations
 
@@ -36,33 +38,19 @@ SEQ_MODULUS = 2**32
 
 
 class MsgType(enum.IntEnum):
-    HELLO = 1        # client -> robot: start a session (robot resets, replies SPEC, starts streaming)
-    SPEC = 2         # robot -> client: obs_dim, act_dim, rate_hz
-    OBSERVATION = 3  # robot -> client: state + reward/episode bookkeeping
-    ACTION = 4       # client -> robot: one command vector
-    STOP = 5         # client -> robot: end the session; the robot enters its own safe state
+    HELLO = 1        # client -> robot, empty: start a session (robot resets, replies SPEC, starts streaming)
+    SPEC = 2         # robot -> client: obs_dim u16, act_dim u16, rate_hz f32
+    OBSERVATION = 3  # robot -> client: obs_dim f32 state, then reward/episode trailer (OBS_TRAILER)
+    ACTION = 4       # client -> robot: act_dim f32 command
+    STOP = 5         # client -> robot, empty: end the session; the robot enters its own safe state
 
 
 class PacketError(RobopolError):
     """A datagram that is not a valid packet; `kind` names the drop counter."""
 
-    kind = "malformed"
-
-
-class ShortPacket(PacketError):
-    kind = "short"
-
-
-class WrongVersion(PacketError):
-    kind = "wrong_version"
-
-
-class BadChecksum(PacketError):
-    kind = "bad_checksum"
-
-
-class MalformedPacket(PacketError):
-    kind = "malformed"
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -81,26 +69,24 @@ def encode(msg_type: MsgType, seq: int, timestamp: float, payload: bytes = b"") 
 
 
 def decode(data: bytes) -> Packet:
-    """Parse one datagram or raise the PacketError subclass that says what is wrong with it."""
+    """Parse one datagram or raise the PacketError whose `kind` says what is wrong with it."""
     if len(data) < HEADER.size + TRAILER.size:
-        raise ShortPacket(f"{len(data)} bytes is shorter than the {HEADER.size + TRAILER.size}-byte minimum")
+        raise PacketError("short", f"{len(data)} bytes is shorter than the {HEADER.size + TRAILER.size}-byte minimum")
     magic, version, msg_type, length, seq, timestamp = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise MalformedPacket(f"magic {magic!r} is not {MAGIC!r}")
+        raise PacketError("bad_magic", f"magic {magic!r} is not {MAGIC!r}")
     if version != PROTOCOL_VERSION:
-        raise WrongVersion(f"protocol version {version}; this side speaks {PROTOCOL_VERSION}")
+        raise PacketError("wrong_version", f"protocol version {version}; this side speaks {PROTOCOL_VERSION}")
     expected = HEADER.size + length + TRAILER.size
-    if len(data) < expected:
-        raise ShortPacket(f"{len(data)} bytes but the header announces {expected}")
-    if len(data) > expected:
-        raise MalformedPacket(f"{len(data)} bytes but the header announces {expected}")
+    if len(data) != expected:
+        raise PacketError("bad_length", f"{len(data)} bytes but the header announces {expected}")
     (crc,) = TRAILER.unpack_from(data, expected - TRAILER.size)
     if crc != zlib.crc32(data[: expected - TRAILER.size]):
-        raise BadChecksum("CRC32 mismatch")
+        raise PacketError("bad_checksum", "CRC32 mismatch")
     try:
         kind = MsgType(msg_type)
     except ValueError:
-        raise MalformedPacket(f"unknown message type {msg_type}") from None
+        raise PacketError("unknown_type", f"unknown message type {msg_type}") from None
     return Packet(kind, seq, timestamp, bytes(data[HEADER.size: HEADER.size + length]))
 
 
@@ -137,7 +123,7 @@ def encode_spec(spec: Spec) -> bytes:
 
 def decode_spec(payload: bytes) -> Spec:
     if len(payload) != SPEC_PAYLOAD.size:
-        raise MalformedPacket(f"SPEC payload of {len(payload)} bytes, expected {SPEC_PAYLOAD.size}")
+        raise PacketError("bad_payload", f"SPEC payload of {len(payload)} bytes, expected {SPEC_PAYLOAD.size}")
     return Spec(*SPEC_PAYLOAD.unpack(payload))
 
 
@@ -147,7 +133,7 @@ def encode_vector(values: np.ndarray) -> bytes:
 
 def decode_vector(payload: bytes, dim: int) -> np.ndarray:
     if len(payload) != 4 * dim:
-        raise MalformedPacket(f"vector payload of {len(payload)} bytes, expected {4 * dim} for dim {dim}")
+        raise PacketError("bad_payload", f"vector payload of {len(payload)} bytes, expected {4 * dim} for dim {dim}")
     return np.frombuffer(payload, dtype=FLOATS).astype(np.float32)
 
 
@@ -159,7 +145,7 @@ def encode_observation(msg: ObservationMsg) -> bytes:
 def decode_observation(payload: bytes, obs_dim: int) -> ObservationMsg:
     split = 4 * obs_dim
     if len(payload) != split + OBS_TRAILER.size:
-        raise MalformedPacket(f"OBSERVATION payload of {len(payload)} bytes, expected {split + OBS_TRAILER.size}")
+        raise PacketError("bad_payload", f"OBSERVATION payload of {len(payload)} bytes, expected {split + OBS_TRAILER.size}")
     reward, ret, flags, episode, step = OBS_TRAILER.unpack_from(payload, split)
     return ObservationMsg(decode_vector(payload[:split], obs_dim), reward, ret, bool(flags & FLAG_TERMINATED),
                           bool(flags & FLAG_TRUNCATED), episode, step)

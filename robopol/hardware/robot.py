@@ -2,13 +2,15 @@
 
 Features are known before connecting, so a checkpoint can be checked against a robot without
 touching the hardware. An observation carries the monotonic time it was received, which is what
-the watchdog judges staleness by."""
+the watchdog judges staleness by, and the robot's own send time (its header timestamp), which the
+log keeps for end-to-end latency."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,7 @@ class Observation:
     received_at: float
     reward: float = 0.0
     episode: int = 0
+    robot_time: float = 0.0  # the robot's clock when it sent this frame; 0 if unknown
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class EpisodeResult:
 
 
 class Robot(abc.ABC):
+    @property
+    def name(self) -> str:
+        """How messages name this robot (a UDP robot: its host:port)."""
+        return type(self).__name__
+
     @property
     @abc.abstractmethod
     def observation_features(self) -> dict[str, tuple[int, ...]]:
@@ -66,9 +74,10 @@ class Robot(abc.ABC):
         """Episodes finished so far; real robots have none."""
         return []
 
-    def drop_counts(self) -> dict[str, int]:
-        """Datagrams dropped by kind; empty for robots without a lossy link."""
-        return {}
+    def link_stats(self) -> dict[str, Any]:
+        """The link's counters: datagrams dropped by kind, lost (sequence gaps), sequence restarts of the
+        robot and handshakes; zeros for robots without a lossy link."""
+        return {"dropped_packets": {}, "lost_packets": 0, "seq_restarts": 0, "handshakes": 0}
 
     def __enter__(self) -> Robot:
         self.connect()

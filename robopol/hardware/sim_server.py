@@ -1,16 +1,22 @@
 """A simulated robot: a Gymnasium MuJoCo env behind the UDP protocol, in its own process.
 
-It runs at its own fixed rate like real hardware: each tick it applies the latest action it has
-received, steps the env and streams the observation with reward and episode bookkeeping, so a
-deploy run can be scored like an evaluation. A HELLO starts a session on a fresh episode; until the
-session's first ACTION the robot stands still (re-sending its first observation every tick), so the
-controller's start-up time does not eat into the first episode. Episodes reset automatically; the
-terminal frame and the first frame of the next episode are both sent."""
+It follows the robot side of docs/protocol.md, as hardware/reference_robot/robot.c does. It runs at
+its own fixed rate like real hardware: each tick it applies the latest action it has received,
+steps the env and streams the observation with reward and episode bookkeeping, so a deploy run can
+be scored like an evaluation. Between ticks it handles datagrams as they arrive. A HELLO starts a
+session on a fresh episode; until the session's first ACTION the robot stands still (re-sending its
+first observation every tick), so the controller's start-up time does not eat into the first
+episode. Its own watchdog ends the session (zero action, no more stepping or streaming) when no
+ACTION has come for `command_timeout_s`, or none at all within ARM_TIMEOUT_S of the HELLO; STOP
+ends it at once. Episodes reset automatically; the terminal frame and the first frame of the next
+episode are both sent."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -18,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from robopol.errors import RobopolError
-from robopol.hardware.clock import RateClock
-from robopol.hardware.protocol import (MalformedPacket, MsgType, ObservationMsg, Spec, decode_vector,
+from robopol.hardware.protocol import (MsgType, ObservationMsg, Packet, PacketError, Spec, decode_vector,
                                        encode_observation, encode_spec)
 from robopol.hardware.transport import Address, UdpEndpoint
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
+ARM_TIMEOUT_S = 5.0  # a session whose first ACTION does not come within this of its HELLO ends
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class SimServerConfig:
     port: int = 0
     max_episode_steps: int | None = None
     seed: int = 0
+    command_timeout_s: float = 0.25
+    action_log: str | None = None  # if set: per accepted ACTION, its arrival time and the client's timestamp
 
 
 class SimRobotServer:
@@ -99,17 +107,29 @@ def _serve(cfg: SimServerConfig, conn: Connection, stop: Event) -> None:
         return
     conn.send(("ready", link.address[1]))
     session = _Session(env, link, cfg)
-    clock = RateClock(cfg.rate_hz, spin_s=0.0)
+    period, skipped = 1.0 / cfg.rate_hz, 0
+    next_tick = time.monotonic()
     while not stop.is_set():
-        clock.wait()
-        session.tick()
+        now = time.monotonic()
+        if now < next_tick:
+            if (got := link.receive(next_tick - now)) is not None:
+                session.handle(got[0], got[1], time.monotonic())
+            continue
+        session.tick(now)
+        next_tick += period
+        if now - next_tick > period:  # fell behind: skip the ticks it cannot catch up (counted)
+            behind = int((now - next_tick) / period)
+            skipped, next_tick = skipped + behind, next_tick + behind * period
     link.close()
     env.close()
-    conn.send(("stats", {**session.stats, "skipped_ticks": clock.skipped, "drops": dict(link.drops)}))
+    if cfg.action_log:
+        Path(cfg.action_log).write_text("".join(f"{t:.9f} {sent:.9f}\n" for t, sent in session.action_times))
+    conn.send(("stats", {**session.stats, "skipped_ticks": skipped, "drops": dict(link.drops), "lost": link.lost,
+                         "seq_restarts": link.restarts}))
 
 
 class _Session:
-    """The robot's state machine: idle until HELLO, then step every tick until STOP."""
+    """The robot's state machine: idle until HELLO, then step every tick until STOP or its own timeout."""
 
     def __init__(self, env: Any, link: UdpEndpoint, cfg: SimServerConfig) -> None:
         self.env, self.link, self.cfg = env, link, cfg
@@ -120,16 +140,21 @@ class _Session:
         self.action = np.zeros(self.act_dim, dtype=np.float32)
         self.fresh_action = False
         self.armed = False
+        self.commanded_at = 0.0  # monotonic time of the HELLO or the last accepted ACTION
+        self.action_times: list[tuple[float, float]] = []  # (arrival, client's header timestamp)
         self.obs = np.zeros(self.obs_dim, dtype=np.float32)
         self.episode = -1
         self.episode_return, self.step_count = 0.0, 0
-        self.stats = {"ticks": 0, "steps": 0, "action_repeats": 0, "rejected_actions": 0, "sessions": 0}
+        self.stats = {"ticks": 0, "steps": 0, "action_repeats": 0, "rejected_actions": 0, "sessions": 0, "stops": 0,
+                      "command_timeouts": 0}
 
-    def tick(self) -> None:
+    def tick(self, now: float) -> None:
         self.stats["ticks"] += 1
-        for packet, addr in self.link.drain():
-            self._handle(packet.msg_type, packet.payload, addr)
         if self.client is None:
+            return
+        if now - self.commanded_at > (self.cfg.command_timeout_s if self.armed else ARM_TIMEOUT_S):
+            self.stats["command_timeouts"] += 1
+            self._end_session()
             return
         if not self.armed:
             self._send(self.obs, 0.0, False, False)
@@ -145,30 +170,42 @@ class _Session:
         if terminated or truncated:
             self._reset()
 
-    def _handle(self, msg_type: MsgType, payload: bytes, addr: Address) -> None:
+    def handle(self, packet: Packet, addr: Address, now: float) -> None:
+        msg_type, payload = packet.msg_type, packet.payload
         if msg_type == MsgType.HELLO:
             self.client = addr
             self.stats["sessions"] += 1
             self.link.send(MsgType.SPEC, encode_spec(Spec(self.obs_dim, self.act_dim, self.cfg.rate_hz)), addr)
             self.action[:] = 0.0
             self.armed = False
+            self.commanded_at = now
             self._reset(seed=self.cfg.seed if self.stats["sessions"] == 1 else None)
-        elif addr != self.client:
-            return
-        elif msg_type == MsgType.ACTION:
+        elif msg_type == MsgType.STOP:
+            if addr == self.client:  # a repeated STOP, or one for a session already over, changes nothing
+                self.stats["stops"] += 1
+                self._end_session()
+        elif addr != self.client or msg_type != MsgType.ACTION:
+            self.link.drops["unexpected"] += 1
+        else:
             try:
                 action = decode_vector(payload, self.act_dim)
-            except MalformedPacket:
-                self.link.drops["malformed"] += 1
+            except PacketError as exc:
+                self.link.drops[exc.kind] += 1
                 return
             if not np.all(np.isfinite(action)):
                 self.stats["rejected_actions"] += 1
                 return
             self.action = np.clip(action, self.low, self.high)
             self.fresh_action = self.armed = True
-        elif msg_type == MsgType.STOP:
-            self.client = None
-            self.action[:] = 0.0
+            self.commanded_at = now
+            if self.cfg.action_log:
+                self.action_times.append((now, packet.timestamp))
+
+    def _end_session(self) -> None:
+        """The safe state: no force, no stepping, no streaming, until the next HELLO."""
+        self.client = None
+        self.action[:] = 0.0
+        self.armed = False
 
     def _reset(self, seed: int | None = None) -> None:
         obs, _ = self.env.reset(seed=seed)

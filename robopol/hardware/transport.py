@@ -3,7 +3,10 @@
 Both sides use one `UdpEndpoint`; the client connects its socket to the robot (so datagrams from
 anyone else are filtered by the kernel), the server binds and answers whoever spoke to it.
 Sequence numbers are tracked per sender with serial-number arithmetic (RFC 1982), so a wrap at
-2**32 is not mistaken for reordering; HELLO and SPEC open a session and restart the count."""
+2**32 is not mistaken for reordering. A packet ahead of the last accepted one is taken (the numbers
+skipped count as `lost`); the same number again is a `duplicate`; up to REORDER_WINDOW behind is
+`out_of_order`. HELLO and SPEC open a session and restart the count; so does a packet numbered 0 or
+one further behind than the window: the sender restarted (rebooted), counted in `restarts`."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from collections import Counter
 
 from robopol.hardware.protocol import SEQ_MODULUS, MsgType, Packet, PacketError, decode, encode
 
-DROP_KINDS = ("short", "malformed", "bad_checksum", "wrong_version", "duplicate", "out_of_order")
+DROP_KINDS = ("short", "bad_magic", "wrong_version", "bad_length", "bad_checksum", "unknown_type", "duplicate",
+              "out_of_order", "bad_payload", "unexpected")
 SESSION_TYPES = (MsgType.HELLO, MsgType.SPEC)
+REORDER_WINDOW = 64  # a packet further behind than this is a restarted sender, not a late one
 RECV_BYTES = 4096
 Address = tuple[str, int]
 
@@ -26,13 +31,19 @@ class UdpEndpoint:
         self.sock = sock
         self.drops: Counter[str] = Counter({kind: 0 for kind in DROP_KINDS})
         self.received = 0
+        self.lost = 0
+        self.restarts = 0
         self._next_seq = 0
         self._last_seq: dict[Address, int] = {}
 
     @classmethod
     def client(cls, host: str, port: int) -> UdpEndpoint:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.connect((host, port))
+        try:
+            sock.connect((host, port))  # resolves the host name: may raise socket.gaierror
+        except OSError:
+            sock.close()
+            raise
         return cls(sock)
 
     @classmethod
@@ -98,15 +109,17 @@ class UdpEndpoint:
 
     def _in_order(self, packet: Packet, addr: Address) -> bool:
         last = self._last_seq.get(addr)
-        if last is None or (packet.msg_type in SESSION_TYPES and packet.seq != last):
-            self._last_seq[addr] = packet.seq
-            return True
-        ahead = (packet.seq - last) % SEQ_MODULUS
+        ahead = None if last is None else (packet.seq - last) % SEQ_MODULUS
         if ahead == 0:
             self.drops["duplicate"] += 1
             return False
-        if ahead >= SEQ_MODULUS // 2:
-            self.drops["out_of_order"] += 1
-            return False
+        if ahead is not None and packet.msg_type not in SESSION_TYPES:
+            if ahead < SEQ_MODULUS // 2:
+                self.lost += ahead - 1
+            elif packet.seq != 0 and SEQ_MODULUS - ahead <= REORDER_WINDOW:
+                self.drops["out_of_order"] += 1
+                return False
+            else:
+                self.restarts += 1
         self._last_seq[addr] = packet.seq
         return True

@@ -13,6 +13,7 @@ from robopol.config import RunConfig
 from robopol.data.normalizer import Normalizer
 from robopol.policies.base import ChunkSpec
 from robopol.run_logger import RunLogger
+from robopol.sim import env_state
 from robopol.sim.factory import make_vec_env
 
 
@@ -27,6 +28,10 @@ class RunState(Protocol):
     env_steps: int  # advanced by the online loops as they step envs
     progress: int
     iteration: int
+
+    def precision(self) -> torch.autocast:
+        """The context updates run in (train.autocast)."""
+        ...
 
 
 class Loop(abc.ABC):
@@ -73,19 +78,37 @@ class OnlineLoop(Loop):
     def __init__(self, runner: RunState) -> None:
         super().__init__(runner)
         cfg = runner.cfg
-        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization)
+        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
         # A behaviour-cloned actor keeps the normaliser it was trained with.
         self.update_obs_stats = cfg.sim.normalize_obs and not cfg.train.pretrained
         self.episode_returns = np.zeros(cfg.sim.num_envs)
         self.recent_returns: list[float] = []
+        self.restored: dict[str, Any] | None = None  # env states from a checkpoint, put back in start()
 
     @property
     def budget(self) -> int:
         return self.runner.cfg.train.total_env_steps
 
     def start(self) -> None:
+        """Continue the checkpoint's episodes where their envs' states were saved; else reset with seeds."""
+        if self.restored is not None:
+            for env, state in zip(self.envs.envs, self.restored["envs"]):  # type: ignore[attr-defined]
+                env_state.restore(env, state)
+            self.obs, self.episode_returns = self.restored["obs"].numpy(), self.restored["episode_returns"].numpy()
+            return
         cfg, iteration = self.runner.cfg, self.runner.iteration
         self.obs, _ = self.envs.reset(seed=[cfg.train.seed * 1000 + iteration * 100 + i for i in range(cfg.sim.num_envs)])
+
+    def env_states(self) -> dict[str, Any]:
+        """The envs' states, their current observations and the returns of the episodes in flight; `envs`
+        is None where a backend's state cannot be captured (see robopol.sim.env_state)."""
+        subs = getattr(self.envs, "envs", None)  # a synchronous vector holds its envs in this process
+        states = [env_state.capture(env) for env in subs] if subs is not None else [None]
+        return {"envs": None if any(s is None for s in states) else states, "obs": torch.from_numpy(self.obs.copy()),
+                "episode_returns": torch.from_numpy(self.episode_returns.copy())}
+
+    def load_env_states(self, state: dict[str, Any]) -> None:
+        self.restored = state if state.get("envs") is not None else None
 
     def observe(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The current raw observations and their normalised form (statistics updated first)."""

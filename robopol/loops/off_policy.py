@@ -47,7 +47,9 @@ class OffPolicyLoop(OnlineLoop):
             self.owed_updates -= steps
             if steps:
                 frac = progress + (runner.env_steps - before) / self.budget
-                for key, value in self.algo.update(self.replay, frac, gradient_steps=steps).items():
+                with runner.precision():
+                    update = self.algo.update(self.replay, frac, gradient_steps=steps)
+                for key, value in update.items():
                     sums[key] = sums.get(key, 0.0) + value
                 self.gradient_steps += steps
                 updates += 1
@@ -68,7 +70,7 @@ class OffPolicyLoop(OnlineLoop):
                 actions, extras = self.algo.act(obs_n)
             reward, terminated, truncated, info = self.env_step(actions)
             ended = terminated | truncated
-            next_obs = torch.from_numpy(self.obs).float()
+            next_obs = torch.tensor(self.obs, dtype=torch.float32)  # a copy: final observations go into it
             if ended.any():
                 idx = np.flatnonzero(ended)
                 next_obs[idx] = final_observations(info, idx)
@@ -82,11 +84,13 @@ class OffPolicyLoop(OnlineLoop):
     def state_dict(self) -> dict[str, Any]:
         return {"replay": self.store.state_dict(), "owed_updates": self.owed_updates,
                 "gradient_steps": self.gradient_steps,
-                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}}
+                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.store.load_state_dict(state["replay"])
-        self.store.truncate_in_flight()  # the envs restart their episodes on resume
+        self.load_env_states(state)
+        if self.restored is None:
+            self.store.truncate_in_flight()  # the envs restart their episodes on resume
         self.owed_updates, self.gradient_steps = float(state["owed_updates"]), int(state["gradient_steps"])
         if self.reward_scaler:
             self.reward_scaler.load_state_dict(state["reward_scaler"])

@@ -74,7 +74,8 @@ class OfflineLoop(Loop):
         losses = []
         for _ in range(steps):
             obs, actions = self.data.batch(torch.randint(len(self.data), (self.batch_size,)))
-            out = algo.update({"obs": obs, "actions": actions}, progress)
+            with runner.precision():
+                out = algo.update({"obs": obs, "actions": actions}, progress)
             losses.append(out["loss"])
         metrics = {**out, "loss": float(np.mean(losses))}  # the block's mean loss, the last step's schedule
         done = runner.progress + steps

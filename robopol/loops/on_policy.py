@@ -27,7 +27,8 @@ class OnPolicyLoop(OnlineLoop):
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
         before = self.runner.env_steps
         self.collect()
-        metrics = self.algo.update(self.buffer, progress=progress)
+        with self.runner.precision():
+            metrics = self.algo.update(self.buffer, progress=progress)
         return self.runner.env_steps - before, {**metrics, **self.episode_metrics()}
 
     @torch.inference_mode()
@@ -51,8 +52,9 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}}
+        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_env_states(state)
         if self.reward_scaler:
             self.reward_scaler.load_state_dict(state["reward_scaler"])

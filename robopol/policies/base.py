@@ -3,7 +3,15 @@
 All tensors live in normalised space: observations (B, n_obs_steps, obs_dim) already normalised,
 actions (B, horizon, act_dim) in [-1, 1] units. Unnormalising happens once, in `Normalizer`.
 Every actor is a deterministic function of (obs, noise): `sample(obs, noise)`; zero noise is its
-deterministic mode. That single entry point is what rollouts, evaluation and export all call."""
+deterministic mode. That single entry point is what rollouts, evaluation and export all call.
+
+Log-probability convention, for every actor: a log-prob is a log-density in normalised units, summed
+over the elements it covers: `GaussianActor.log_prob` (B,) over the executed actions (the part of the
+chunk the env sees), a generative actor's `chain_log_prob` (B, steps) over all horizon x act_dim
+elements of each chain transition (robopol.policies.generative). Any other normalisation is the
+algorithm's, as its paper says: DPPO clamps each element's log-density (to [-5, 2] by default) and
+averages over the executed actions; OGPO divides a chain's sum by steps x action dim. The
+per-element densities behind the sums (`step_log_densities`) are there for such algorithms."""
 
 from __future__ import annotations
 

@@ -2,26 +2,25 @@
 
 Each denoising step is a Gaussian N(mu_theta(x_k, k, s), std_k^2) with std floored at
 `min_sampling_std`, so a chain has a tractable log-probability (DPPO's denoising MDP). The last
-`ft_denoising_steps` steps may run on a trainable copy of a frozen pretrained network."""
+`ft_denoising_steps` steps may run on a trainable copy of a frozen pretrained network. The steps
+follow robopol.policies.generative's contract: `predict` is the eps network, `step` the scheduler."""
 
 from __future__ import annotations
 
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dataclasses import dataclass
-
 from robopol.config import ActorConfig
 from robopol.errors import ConfigError
-from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.base import ChunkSpec
+from robopol.policies.generative import GenerativeActor, Hook, at_step, run_steps, velocity_from_eps, vp_flow_grid
 from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
 from robopol.typed_config import field
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def cosine_alphas_cumprod(steps: int, s: float = 0.008) -> torch.Tensor:
@@ -32,7 +31,9 @@ def cosine_alphas_cumprod(steps: int, s: float = 0.008) -> torch.Tensor:
     return torch.cumprod(1 - betas, dim=0)
 
 
-class DiffusionActor(Actor):
+class DiffusionActor(GenerativeActor):
+    prediction = "eps"
+
     def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (256, 256), denoising_steps: int = 20,
                  ddim_steps: int = 0, ft_denoising_steps: int = 0, ddim_eta: float = 1.0,
                  min_sampling_std: float = 0.1, min_logprob_std: float = 0.1, noise_clip: float = 3.0,
@@ -69,11 +70,12 @@ class DiffusionActor(Actor):
             std = ((1 - alpha) * (1 - ab_prev) / (1 - ab)).clamp(min=1e-20).sqrt()
         self.ddim = bool(ddim_steps)
         self.num_sampling_steps = len(ks)
+        flow_t, flow_scale = vp_flow_grid(torch.cat([ab, torch.ones(1, dtype=ab.dtype)]))
         for name, value in dict(k_frac=ks.double() / K, abar=ab, coef_x0=coef_x0, coef_xt=coef_xt,
-                                coef_eps=coef_eps, std=std, train_abar=abar).items():
+                                coef_eps=coef_eps, std=std, train_abar=abar, flow_t=flow_t,
+                                flow_scale=flow_scale).items():
             self.register_buffer(name, value.float(), persistent=False)
 
-    # --- the per-step function DPPO, GPC and QGF work on ---
     def finetune_last(self, steps: int) -> None:
         """Freeze the pretrained network and run the last `steps` sampling steps on a trainable copy."""
         self.ft_denoising_steps = steps
@@ -85,52 +87,59 @@ class DiffusionActor(Actor):
             self.finetune_last(self.ft_denoising_steps)
 
     def net_for_step(self, i: int) -> nn.Module:
-        first_ft = self.num_sampling_steps - self.ft_denoising_steps
-        return self.ft_model if self.ft_model is not None and i >= first_ft else self.model
+        return self.ft_model if self.ft_model is not None and i >= self.chain_start else self.model
 
-    def denoise_step(self, x: torch.Tensor, i: torch.Tensor, obs: torch.Tensor, net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and (unfloored) std of p(x_next | x, obs) at sampling steps i (B,), using `net`."""
-        def at(coef: torch.Tensor) -> torch.Tensor:
-            return coef[i].view(-1, 1, 1)
+    @property
+    def chain_start(self) -> int:
+        """DPPO's chain is the fine-tuned part: the last ft_denoising_steps steps."""
+        return self.num_sampling_steps - self.ft_denoising_steps
 
-        eps = net(x, self.k_frac[i], obs)
-        ab = at(self.abar)
-        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0)
-        if self.ddim:
-            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-        return at(self.coef_x0) * x0 + at(self.coef_xt) * x + at(self.coef_eps) * eps, at(self.std)
+    # --- the step-level contract (robopol.policies.generative) ---
+    def predict(self, x: torch.Tensor, i: int | torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """eps at step i; (N,) indices come from the batched log-prob, which scores only chain steps."""
+        net = self.net_for_step(i if isinstance(i, int) else self.chain_start)
+        return net(x, self.k_frac[i], obs)
+
+    def denoised(self, x: torch.Tensor, eps: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """The estimate of the clean chunk that step i moves towards: x0 from eps, clipped to [-1, 1]."""
+        ab = at_step(self.abar, i)
+        return ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0)
+
+    def _eps_of(self, x: torch.Tensor, x0: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """The eps that, with x0, makes up x at step i (x = sqrt(abar) x0 + sqrt(1 - abar) eps)."""
+        ab = at_step(self.abar, i)
+        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    def step_mean(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """DDPM's posterior mean given the clipped x0, or DDIM's update with the eps consistent with it."""
+        x0 = self.denoised(x, pred, i)
+        eps = self._eps_of(x, x0, i) if self.ddim else pred
+        return at_step(self.coef_x0, i) * x0 + at_step(self.coef_xt, i) * x + at_step(self.coef_eps, i) * eps
+
+    def step(self, x: torch.Tensor, pred: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
+        """DPPO's exploration: std floored at min_sampling_std, noise clipped at +-noise_clip."""
+        mean = self.step_mean(x, pred, i)
+        if noise is None:
+            return mean
+        return mean + at_step(self.std, i).clamp(min=self.min_sampling_std) * noise.clamp(-self.noise_clip, self.noise_clip)
+
+    def log_prob_std(self, i: torch.Tensor) -> torch.Tensor:
+        return at_step(self.std, i).clamp(min=self.min_logprob_std)
+
+    def to_eps(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """The eps of the step this actor takes: consistent with the clipped x0 (pred where x0 is in range)."""
+        return self._eps_of(x, self.denoised(x, pred, i), i)
+
+    def to_velocity(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """v = eps - x0 of the step this actor takes, at the flow state x / flow_scale[i]."""
+        return velocity_from_eps(x / at_step(self.flow_scale, i), self.to_eps(x, pred, i), at_step(self.flow_t, i))
 
     def noise_shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, self.num_sampling_steps + 1, self.spec.horizon, self.spec.act_dim)
+        return self.chain_noise_shape(batch)
 
-    def sample_chain(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The fine-tuned part of the chain, (B, ft_denoising_steps + 1, H, A); its last entry is the action."""
-        x = noise[:, 0]
-        first_ft = self.num_sampling_steps - self.ft_denoising_steps
-        chain = [x] if first_ft == 0 else []
-        for i in range(self.num_sampling_steps):
-            mean, std = self.denoise_step(x, torch.full((x.shape[0],), i), obs, self.net_for_step(i))
-            x = mean + std.clamp(min=self.min_sampling_std) * noise[:, i + 1].clamp(-self.noise_clip, self.noise_clip)
-            if i + 1 >= first_ft:
-                chain.append(x)
-        return torch.stack(chain, dim=1)
-
-    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.sample_chain(obs, noise)[:, -1]
-
-    def chain_log_prob(self, obs: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
-        """Log-prob (B, ft_steps) of each fine-tuned transition: per element, std floored at
-        min_logprob_std, clamped to [-5, 2] and averaged over the executed actions (DPPO).
-        All steps go through the network in one batch."""
-        batch, steps = chain.shape[0], self.ft_denoising_steps
-        first_ft = self.num_sampling_steps - steps
-        x = chain[:, :-1].reshape(batch * steps, *chain.shape[2:])
-        i = torch.arange(first_ft, first_ft + steps).repeat(batch)
-        mean, std = self.denoise_step(x, i, obs.repeat_interleave(steps, dim=0), self.net_for_step(first_ft))
-        std = std.clamp(min=self.min_logprob_std)
-        z = (chain[:, 1:].reshape(x.shape) - mean) / std
-        logp = (-0.5 * z.pow(2) - std.log() - 0.5 * LOG_2PI).clamp(-5.0, 2.0)
-        return logp[:, : self.spec.n_action_steps].mean(dim=(1, 2)).reshape(batch, steps)
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
+        """The last state of the stochastic chain; zero step noise gives the deterministic mode."""
+        return run_steps(self, obs, noise[:, 0], noise[:, 1:], hook, keep_from=self.num_sampling_steps)[-1]
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """epsilon-prediction MSE at a uniformly drawn training timestep."""

@@ -1,32 +1,39 @@
 """Flow-matching actor: rectified path x_t = t * eps + (1 - t) * a, Euler integration from t=1 to t=0.
 
 The velocity target along that path is eps - a. FPO scores actions by the conditional flow-matching
-loss at stored (t, eps) pairs; OGPO needs a stochastic sampler whose steps have Gaussian likelihoods."""
+loss at stored (t, eps) pairs; OGPO needs a stochastic sampler whose steps have Gaussian likelihoods.
+The steps follow robopol.policies.generative's contract: `predict` is the velocity network at the
+step's time, `step` the Euler update (plus, in the stochastic chain, a tapered Gaussian draw)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from dataclasses import dataclass
-
 from robopol.config import ActorConfig
-from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.base import ChunkSpec
+from robopol.policies.generative import GenerativeActor, Hook, at_step, eps_from_velocity, run_steps
 from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
 from robopol.typed_config import field
 
-LOG_2PI = math.log(2 * math.pi)
 
+class FlowActor(GenerativeActor):
+    prediction = "velocity"
 
-class FlowActor(Actor):
     def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (256, 256), num_steps: int = 10,
-                 time_dim: int = 16, activation: str = "mish") -> None:
+                 time_dim: int = 16, activation: str = "mish", sigma_scale: float = 0.05) -> None:
         super().__init__(spec)
-        self.num_steps = num_steps
+        self.num_sampling_steps = num_steps
+        self.dt = 1.0 / num_steps
         self.velocity_net = TimeConditionedMLP(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon,
                                                hidden, time_dim, activation)
+        self.sigma_scale = sigma_scale
+        times = [1.0 - i * self.dt for i in range(num_steps)] + [0.0]
+        self.register_buffer("flow_t", torch.tensor(times), persistent=False)
+        self.register_buffer("flow_scale", torch.ones(num_steps + 1), persistent=False)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         return self.velocity_net(x, t, obs)
@@ -34,12 +41,9 @@ class FlowActor(Actor):
     def noise_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.spec.horizon, self.spec.act_dim)
 
-    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
         """Deterministic Euler ODE from x_1 = noise; zero noise gives FPO++'s deterministic evaluation."""
-        x, dt = noise, 1.0 / self.num_steps
-        for i in range(self.num_steps):
-            x = x - dt * self.velocity(x, torch.tensor(1.0 - i * dt), obs)
-        return x
+        return run_steps(self, obs, noise, None, hook, keep_from=self.num_sampling_steps)[-1]
 
     def cfm_losses(self, obs: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                    steps: int | None = None) -> torch.Tensor:
@@ -60,31 +64,36 @@ class FlowActor(Actor):
         eps = torch.randn(obs.shape[0], 1, *actions.shape[1:])
         return self.cfm_losses(obs, actions, t, eps).mean()
 
-    # --- stochastic sampler (Euler-Maruyama-like), each step a Gaussian with a tractable likelihood ---
-    def step_std(self, i: int, sigma_scale: float) -> float:
-        """Std of step i: sigma_scale * sqrt(t_i), tapering to 0; the last step is deterministic."""
-        return 0.0 if i == self.num_steps - 1 else sigma_scale * math.sqrt(1.0 - i / self.num_steps)
+    # --- the step-level contract (robopol.policies.generative) ---
+    def predict(self, x: torch.Tensor, i: int | torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        return self.velocity(x, self.flow_t[i], obs)
 
-    def sample_chain(self, obs: torch.Tensor, noise: torch.Tensor, sigma_scale: float) -> torch.Tensor:
-        """Chain (B, K+1, H, A) from x_1 = noise[:, 0], step i adding step_std(i) * noise[:, i + 1]."""
-        x, dt = noise[:, 0], 1.0 / self.num_steps
-        chain = [x]
-        for i in range(self.num_steps):
-            x = x - dt * self.velocity(x, torch.tensor(1.0 - i * dt), obs) + self.step_std(i, sigma_scale) * noise[:, i + 1]
-            chain.append(x)
-        return torch.stack(chain, dim=1)
+    def step_mean(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """The Euler step from t_i to t_i - dt."""
+        return x - self.dt * pred
 
-    def chain_log_prob(self, obs: torch.Tensor, chain: torch.Tensor, sigma_scale: float) -> torch.Tensor:
-        """Log-probability (B, K-1) of each stochastic transition of a chain, summed over its elements."""
-        batch, dt = chain.shape[0], 1.0 / self.num_steps
-        steps = self.num_steps - 1
-        x = chain[:, :steps].reshape(batch * steps, *chain.shape[2:])
-        t = torch.tensor([1.0 - i * dt for i in range(steps)]).repeat(batch)
-        obs_rep = obs.repeat_interleave(steps, dim=0)
-        mean = (x - dt * self.velocity(x, t, obs_rep)).reshape(batch, steps, *chain.shape[2:])
-        std = torch.tensor([self.step_std(i, sigma_scale) for i in range(steps)]).view(1, steps, 1, 1)
-        z = (chain[:, 1:steps + 1] - mean) / std
-        return (-0.5 * z.pow(2) - std.log() - 0.5 * LOG_2PI).sum(dim=(2, 3))
+    def step_std(self, i: int) -> float:
+        """Std of the stochastic chain's step i: sigma_scale * sqrt(t_i), tapering to 0; the last step is
+        deterministic."""
+        return 0.0 if i == self.num_sampling_steps - 1 else self.sigma_scale * math.sqrt(1.0 - i / self.num_sampling_steps)
+
+    def step(self, x: torch.Tensor, pred: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
+        mean = self.step_mean(x, pred, i)
+        return mean if noise is None else mean + self.step_std(i) * noise
+
+    @property
+    def scored_steps(self) -> range:
+        """Every step but the last, which adds no noise."""
+        return range(self.num_sampling_steps - 1)
+
+    def log_prob_std(self, i: torch.Tensor) -> torch.Tensor:
+        return at_step(torch.tensor([self.step_std(k) for k in range(self.num_sampling_steps)]), i)
+
+    def to_velocity(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        return pred
+
+    def to_eps(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        return eps_from_velocity(x, pred, at_step(self.flow_t, i))
 
 
 @dataclass

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dataclasses import dataclass
-
 from robopol.config import ActorConfig
-from robopol.policies.base import Actor, ChunkSpec
+from robopol.policies.base import LOG_2PI, Actor, ChunkSpec
 from robopol.policies.networks import mlp
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianActor(Actor):

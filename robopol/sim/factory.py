@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +16,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 import robopol.sim.toy  # noqa: F401  (registers robopol/Reach-v0)
 from robopol.config import PolicyConfig, TaskConfig
 from robopol.errors import ConfigError
+from robopol.sim.tensor_env import TensorEnvAsGym, TensorVecEnv
 from robopol.sim.wrappers import ActionChunk, ObservationHistory
 
 # Evaluation episodes use seeds from here on; training envs use seed * 1000 + index, far below it.
@@ -34,6 +36,20 @@ def _make_gym(task: TaskConfig, render_mode: str | None) -> gym.Env:
                           f"({str(exc).split(' was raised')[0]})") from None
 
 
+def envpool_config(task: TaskConfig) -> dict[str, Any]:
+    """EnvPool's options for a task: env_kwargs, with task.max_episode_steps as EnvPool's own limit."""
+    config = dict(task.env_kwargs)
+    if task.max_episode_steps:
+        config["max_episode_steps"] = task.max_episode_steps
+    return config
+
+
+def _make_envpool(task: TaskConfig, render_mode: str | None) -> gym.Env:
+    import robopol.sim.envpool_env  # noqa: F401  (registers robopol/EnvPool-v0)
+
+    return gym.make("robopol/EnvPool-v0", env_id=task.env_id, config=envpool_config(task), render_mode=render_mode)
+
+
 def _make_pusht(task: TaskConfig, render_mode: str | None) -> gym.Env:
     from robopol.sim.pusht import make_pusht_env
 
@@ -46,8 +62,25 @@ def _make_robomimic(task: TaskConfig, render_mode: str | None) -> gym.Env:
     return make_robomimic_env(task.env_kwargs, render_mode)
 
 
+def make_tensor_env(task: TaskConfig, num_envs: int, device: str = "cpu") -> TensorVecEnv:
+    """A batched torch env (robopol.sim.tensor_env's contract) for a `tensor` task."""
+    from robopol.sim.point_mass import PointMass
+
+    envs = {"PointMass": PointMass}
+    if task.env_id not in envs:
+        raise ConfigError(f"task.env_id: {task.env_id!r} is not a tensor env; allowed: {', '.join(envs)}")
+    if task.env_kwargs:
+        raise ConfigError(f"task.env_kwargs: tensor envs take none; got {', '.join(map(str, task.env_kwargs))}")
+    return envs[task.env_id](num_envs, task.max_episode_steps or 100, device)
+
+
+def _make_tensor(task: TaskConfig, render_mode: str | None) -> gym.Env:
+    return TensorEnvAsGym(make_tensor_env(task, 1), render_mode)
+
+
 BACKENDS: dict[str, Callable[[TaskConfig, str | None], gym.Env]] = {
-    "gym": _make_gym, "pusht": _make_pusht, "robomimic": _make_robomimic,
+    "gym": _make_gym, "envpool": _make_envpool, "pusht": _make_pusht, "robomimic": _make_robomimic,
+    "tensor": _make_tensor,
 }
 
 
@@ -68,7 +101,14 @@ def make_env(task: TaskConfig, policy: PolicyConfig, render_mode: str | None = N
     return ActionChunk(env, policy.n_action_steps)
 
 
-def make_vec_env(task: TaskConfig, policy: PolicyConfig, num_envs: int, vectorization: str = "sync") -> VectorEnv:
+def make_vec_env(task: TaskConfig, policy: PolicyConfig, num_envs: int, vectorization: str = "sync",
+                 envpool_threads: int = 0) -> VectorEnv:
+    """Gymnasium's sync or async vector over make_env; an EnvPool task is one batched pool instead."""
+    if task.backend == "envpool":
+        from robopol.sim.envpool_env import EnvPoolVectorEnv
+
+        return EnvPoolVectorEnv(task.env_id, envpool_config(task), num_envs, policy.n_obs_steps,
+                                policy.n_action_steps, envpool_threads)
     fns = [partial(make_env, task, policy) for _ in range(num_envs)]
     if vectorization == "async":
         return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="fork")

@@ -76,11 +76,12 @@ def make_pusht_env(env_kwargs: dict[str, Any], render_mode: str | None) -> gym.E
     return FlatPushT(inner, reward=kw.reward)
 
 
-class FlatPushT(gym.ObservationWrapper):
+class FlatPushT(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Flattens gym-pusht's observations to float32, reports `coverage` on reset too and the
     episode's `max_coverage`, and pays the `reward` chosen in PushTKwargs."""
 
     def __init__(self, env: gym.Env, reward: str = "coverage"):
+        gym.utils.RecordConstructorArgs.__init__(self, reward=reward)
         super().__init__(env)
         self.reward, self.max_coverage, self.coverage = reward, 0.0, 0.0
         space = env.observation_space

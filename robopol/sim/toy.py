@@ -39,6 +39,13 @@ class ReachEnv(gym.Env):
         success = dist < 0.05
         return self._obs(), -dist, success, self.t >= self.max_episode_steps and not success, {"is_success": success}
 
+    def robopol_state(self) -> dict[str, Any]:
+        """What resume needs to continue an episode exactly (robopol.sim.env_state)."""
+        return {"pos": self.pos.tolist(), "goal": self.goal.tolist(), "t": self.t}
+
+    def robopol_set_state(self, state: dict[str, Any]) -> None:
+        self.pos, self.goal, self.t = np.array(state["pos"]), np.array(state["goal"]), int(state["t"])
+
     def render(self) -> np.ndarray:
         frame = np.full((64, 64, 3), 255, np.uint8)
         for point, colour in ((self.goal, (0, 160, 0)), (self.pos, (200, 0, 0))):

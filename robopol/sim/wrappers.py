@@ -9,11 +9,13 @@ import gymnasium as gym
 import numpy as np
 
 
-class ObservationHistory(gym.Wrapper):
+class ObservationHistory(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Observations become the last `n_obs_steps` frames, (n_obs_steps, obs_dim); at reset the first
-    frame is repeated, as diffusion_policy pads its history."""
+    frame is repeated, as diffusion_policy pads its history. It records its constructor arguments so
+    the wrapped env can be rebuilt from its spec (Gymnasium's env checker does)."""
 
     def __init__(self, env: gym.Env, n_obs_steps: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, n_obs_steps=n_obs_steps)
         super().__init__(env)
         space = env.observation_space
         self.frames: deque[np.ndarray] = deque(maxlen=n_obs_steps)
@@ -37,7 +39,7 @@ class ObservationHistory(gym.Wrapper):
         return np.stack(self.frames)
 
 
-class ActionChunk(gym.Wrapper):
+class ActionChunk(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """One step executes up to `n_action_steps` actions; the reward is their sum and the chunk stops
     early when the episode ends, so an algorithm's transition is one executed chunk.
 
@@ -47,6 +49,7 @@ class ActionChunk(gym.Wrapper):
     PASS_INFO = ("max_coverage",)
 
     def __init__(self, env: gym.Env, n_action_steps: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, n_action_steps=n_action_steps)
         super().__init__(env)
         space = env.action_space
         self.n_action_steps = n_action_steps

@@ -1,0 +1,127 @@
+"""The off-policy loop: update-to-data accounting after learning_starts, the true final observation
+stored at every episode end, a resume that restores the replay, and SAC learning a tiny task."""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robopol.algos.off_policy import OffPolicyAlgorithm, OffPolicyConfig, Replay
+from robopol.checkpoint import load_checkpoint
+from robopol.config import load_run_config
+from robopol.runner import Runner
+
+
+class CounterEnv(gym.Env):
+    """obs = [t, episode]; even episodes terminate at t = 3, odd ones are truncated at t = 5."""
+
+    def __init__(self, render_mode=None) -> None:
+        self.observation_space = gym.spaces.Box(-100, 100, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+        self.t, self.episode = 0, -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.array([0, self.episode], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        even = self.episode % 2 == 0
+        obs = np.array([self.t, self.episode], np.float32)
+        return obs, 1.0, even and self.t == 3, not even and self.t == 5, {"is_success": even and self.t == 3}
+
+
+gym.register("robopol-test/Counter-v0", entry_point=CounterEnv)
+
+
+@dataclass
+class RecordingConfig(OffPolicyConfig):
+    actor_types: ClassVar[tuple[str, ...]] = ("tanh_gaussian",)
+    name: str = "test_recording"
+
+
+class Recording(OffPolicyAlgorithm):
+    """Records the store size and gradient steps of every update call; learns nothing."""
+
+    config_class = RecordingConfig
+
+    def __init__(self, policy, actor) -> None:
+        super().__init__(policy, actor)
+        self.calls: list[tuple[int, int]] = []
+
+    def update(self, data: Replay, progress: float, gradient_steps: int = 1) -> dict[str, Any]:
+        data.sample(4)
+        self.calls.append((len(data.store), gradient_steps))
+        return {"gradient_steps_in_call": float(gradient_steps)}
+
+
+def _runner(tmp_path, task="robopol-test/Counter-v0", **algo) -> Runner:
+    cfg = load_run_config([f"task={task}", "policy=sac", "sim.num_envs=2", "train.rollout_steps=6", "train.eval_every=0",
+                           "train.eval_episodes=1", "train.video=false", "train.progress=false", "train.total_env_steps=48",
+                           "train.checkpoint_every=2", "policy.actor.hidden=[8]"])
+    cfg.policy.algo = RecordingConfig(**algo)
+    return Runner(cfg, tmp_path)
+
+
+def test_updates_follow_the_update_to_data_ratio_after_learning_starts(tmp_path):
+    # blocks of train_freq=2 chunk steps x 2 envs = 4 transitions; utd 0.75 -> 3 gradient steps a block
+    runner = _runner(tmp_path, learning_starts=10, train_freq=2, utd_ratio=0.75, batch_size=4)
+    runner.run()
+    calls = runner.algo.calls
+    assert [size for size, _ in calls] == list(range(12, 49, 4))  # the first block ending at >= 10 env steps
+    assert all(steps == 3 for _, steps in calls)
+    assert runner.loop.gradient_steps == 3 * len(calls) == int(0.75 * (48 - 8))
+    # a fractional share is carried over: utd 0.3 of 4 transitions = 1.2 per block
+    runner = _runner(tmp_path / "frac", learning_starts=0, train_freq=2, utd_ratio=0.3, batch_size=4)
+    runner.run()
+    assert runner.loop.gradient_steps == int(0.3 * 48) and sum(s for _, s in runner.algo.calls) == 14
+
+
+def test_every_episode_end_stores_its_true_final_observation(tmp_path):
+    runner = _runner(tmp_path, learning_starts=1000)
+    runner.run()
+    c, n = runner.loop.store.columns, runner.loop.store.size
+    obs, next_obs = c["obs"][:n, :, -1], c["next_obs"][:n, :, -1]  # newest frame of each history
+    ended, terminated = c["ended"][:n], c["terminated"][:n]
+    assert ended.any() and (ended & ~terminated).any()  # both kinds of ending happened
+    torch.testing.assert_close(next_obs[..., 0][~ended], obs[..., 0][~ended] + 1)  # t advances within an episode
+    torch.testing.assert_close(next_obs[..., 0][terminated], torch.full_like(next_obs[..., 0][terminated], 3.0))
+    truncated = ended & ~terminated
+    torch.testing.assert_close(next_obs[..., 0][truncated], torch.full_like(next_obs[..., 0][truncated], 5.0))
+    assert (next_obs[..., 1][ended] == obs[..., 1][ended]).all()  # the final obs, not the next episode's first
+    assert c["success"][:n][terminated].all() and not c["success"][:n][~terminated].any()
+
+
+def test_resume_restores_the_replay_and_cuts_the_episodes_in_flight(tmp_path):
+    runner = _runner(tmp_path, learning_starts=1000)
+    runner.run()
+    before = runner.loop.store.state_dict()
+    ckpt = load_checkpoint(tmp_path)
+    resumed = Runner(ckpt.config, tmp_path, resume=ckpt)
+    after = resumed.loop.store
+    assert after.size == before["size"] and after.pos == before["pos"]
+    last = (after.pos - 1) % after.capacity
+    for name, column in before["columns"].items():
+        expected = column.clone()
+        if name == "ended":
+            expected[last] = True  # the envs restart, so the stored episodes end at the checkpoint
+        torch.testing.assert_close(after.columns[name][: len(column)], expected)
+    assert resumed.loop.gradient_steps == runner.loop.gradient_steps
+    resumed.loop.close()
+
+
+@pytest.mark.slow
+def test_sac_raises_return_on_reach(tmp_path):
+    cfg = load_run_config(["task=reach", "policy=sac", "train.total_env_steps=2500", "train.rollout_steps=500",
+                           "train.eval_every=0", "train.eval_episodes=16", "train.video=false", "train.progress=false",
+                           "train.seed=1", "policy.algo.learning_starts=300", "policy.algo.batch_size=64",
+                           "policy.actor.hidden=[64,64]", "policy.critic.hidden=[64,64]", "sim.num_envs=2"])
+    runner = Runner(cfg, tmp_path)
+    before = runner.evaluate()["return_mean"]
+    after = runner.run()["return_mean"]
+    print(f"sac: evaluation return {before:.1f} -> {after:.1f}")
+    assert after > before + 8, f"sac: evaluation return {before:.1f} -> {after:.1f}"
