@@ -97,7 +97,7 @@ def test_hardware_comes_from_the_same_search_path(project):
     write(project, "hardware/my_robot.yaml", shipped.replace("name: sim_inverted_pendulum", "name: my_robot"))
     assert load_hardware_config("my_robot").name == "my_robot"
     assert _hardware_config(["hardware=my_robot", "hardware.obs_dim=9"])["obs_dim"] == 9
-    with pytest.raises(ConfigError, match=r"unknown hardware 'nope'; allowed: my_robot \(in .*\); sim_hopper, "):
+    with pytest.raises(ConfigError, match=r"unknown hardware 'nope'; allowed: my_robot \(in .*\); reference_robot, sim_hopper, "):
         load_hardware_config("nope")
 
 

@@ -190,8 +190,8 @@ def test_hardware_by_name_or_path(tmp_path, monkeypatch):
         find_hardware_file("/no/such/arm.yaml")
     with pytest.raises(ConfigError, match=r"hardware='/no/such/arm': no such file"):  # a path, never a name
         find_hardware_file("/no/such/arm")
-    with pytest.raises(ConfigError, match=r"unknown hardware 'nope': no nope.yaml in .*hardware \(known: "
-                                          r".*sim_hopper, sim_inverted_pendulum"):
+    with pytest.raises(ConfigError, match=r"unknown hardware 'nope'; allowed: .*sim_hopper, sim_inverted_pendulum "
+                                          r"\(shipped with robopol in .*hardware\)"):
         find_hardware_file("nope")
 
 
