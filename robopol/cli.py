@@ -116,7 +116,9 @@ def _deploy(args: argparse.Namespace) -> dict:
     before its one-line error."""
     from robopol.hardware.deploy import run_deploy
     from robopol.hardware.loop import DeployAborted
+    from robopol.preflight import check_writable
 
+    check_writable(args.log, "--log", directory=False)  # before the robot is connected
     cycles = args.cycles or None
     duration = args.duration or (None if cycles else 10.0)
     try:
