@@ -44,6 +44,7 @@ def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | 
     return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
 
 
+@torch.no_grad()  # a metric: recording it for autograd would only cost time
 def clip_fraction(ratio: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
     """The fraction of samples whose ratio lies outside 1 +- clip."""
     return ((ratio - 1).abs() > clip).float().mean()
@@ -54,6 +55,7 @@ def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor
     return clipped_losses(ratio, adv, clip).mean(), clip_fraction(ratio, clip)
 
 
+@torch.no_grad()  # a metric and the early-stopping signal, never differentiated
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """Schulman's low-variance KL(old || new) estimator."""
     return (log_ratio.exp() - 1 - log_ratio).mean()
@@ -113,7 +115,8 @@ class OnPolicyAlgorithm(Algorithm):
                     for key, value in policy.items():
                         stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
                     epoch_kl.append(policy["approx_kl"].detach())
-                self.optimizer.zero_grad(set_to_none=True)
+                for p in self.parameters:  # optimizer.zero_grad(set_to_none=True) without its profiling wrapper
+                    p.grad = None
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()  # during critic warm-up the actor has no gradients, so Adam skips it

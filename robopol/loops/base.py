@@ -106,8 +106,9 @@ class OnlineLoop(Loop):
         runner.env_steps += step.env_steps
         ended = step.terminated | step.truncated
         self.episode_returns += step.reward
-        self.recent_returns.extend(self.episode_returns[ended].tolist())
-        self.episode_returns[ended] = 0.0
+        if ended.any():
+            self.recent_returns.extend(self.episode_returns[ended].tolist())
+            self.episode_returns[ended] = 0.0
         return step
 
     def episode_metrics(self) -> dict[str, float]:

@@ -49,11 +49,11 @@ class GymnasiumBatch:
 
     def reset(self, seed: int) -> torch.Tensor:
         obs, _ = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
-        return torch.tensor(obs, dtype=torch.float32)
+        return torch.from_numpy(obs).to(torch.float32, copy=True)
 
     def step(self, actions: torch.Tensor) -> EnvStep:
         obs_np, reward, terminated, truncated, info = self.envs.step(actions.numpy())
-        obs = torch.tensor(obs_np, dtype=torch.float32)  # a copy: vector envs may reuse their buffers
+        obs = torch.from_numpy(obs_np).to(torch.float32, copy=True)  # vector envs may reuse their buffers
         ended = terminated | truncated
         final_obs = obs
         if ended.any():
