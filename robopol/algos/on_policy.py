@@ -44,7 +44,6 @@ def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | 
     return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
 
 
-@torch.no_grad()  # a metric: recording it for autograd would only cost time
 def clip_fraction(ratio: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
     """The fraction of samples whose ratio lies outside 1 +- clip."""
     return ((ratio - 1).abs() > clip).float().mean()
@@ -55,7 +54,6 @@ def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor
     return clipped_losses(ratio, adv, clip).mean(), clip_fraction(ratio, clip)
 
 
-@torch.no_grad()  # a metric and the early-stopping signal, never differentiated
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """Schulman's low-variance KL(old || new) estimator."""
     return (log_ratio.exp() - 1 - log_ratio).mean()
