@@ -36,6 +36,7 @@ OUT = Path(__file__).parent / "out"
 
 # entry -> (policy, config overrides); FPO and DPPO run --gen-steps env steps, the PPO entries --steps
 ROBOPOL = {"robopol-ppo": ("ppo", ()), "robopol-ppo-envpool": ("ppo", ("task.backend=envpool",)),
+           "robopol-ppo-envpool-compiled": ("ppo", ("task.backend=envpool", "policy.algo.compile=true")),
            "robopol-ppo-async": ("ppo", ("sim.vectorization=async",)), "robopol-fpo": ("fpo", ()),
            "robopol-dppo": ("dppo", ())}
 
@@ -136,7 +137,7 @@ def ratios(by_name: dict[str, dict]) -> dict[str, float]:
     def rate(name: str) -> float:
         return by_name[name]["steps_per_second"]
 
-    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-async"):
+    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled", "robopol-ppo-async"):
         if name in by_name and "sb3-ppo" in by_name:
             out[f"{name}_over_sb3_ppo"] = rate(name) / rate("sb3-ppo")
     for name in ("robopol-fpo", "robopol-dppo"):
@@ -208,7 +209,8 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-ppo-envpool,robopol-fpo,robopol-dppo")
+    parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-ppo-envpool,robopol-ppo-envpool-compiled,"
+                                          "robopol-fpo,robopol-dppo")
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
     args = parser.parse_args()
