@@ -22,7 +22,7 @@ def first_updates(tmp_path, policy: str, compile: bool) -> list[dict[str, float]
     return [runner.loop.iterate(i / 4)[1] for i in range(2)]
 
 
-@pytest.mark.parametrize("policy", ["ppo", "fpo"])
+@pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo"])
 def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, monkeypatch):
     eager = first_updates(tmp_path, policy, False)
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
