@@ -1,7 +1,8 @@
 """Tensor envs through the on-policy loop: the rollout's GAE inputs on hand-made cases (a truncated
 episode bootstrapped from V(final observation), a terminated one not) for the torch PointMass and the
 Isaac Gym adapter (on the VecTask stand-in of test_tensor_env), no numpy on the tensor path, PPO
-training point_mass from the CLI, and chunking refused on tensor tasks."""
+training point_mass from the CLI, chunking refused on tensor tasks, and the off-policy loop storing
+final observations from a tensor env."""
 
 import csv
 
@@ -112,3 +113,24 @@ def test_chunking_on_a_tensor_task_is_one_clear_error(override, tmp_path, monkey
     key, number = override.split("=")
     assert err == f"error: {key}: {number}; tensor tasks (task.backend=tensor) observe and act one step at a time: allowed 1"
     assert not (tmp_path / "runs").exists()
+
+
+def test_off_policy_loop_stores_final_observations_from_a_tensor_env(tmp_path, monkeypatch):
+    cfg = load_run_config(["task=point_mass", "task.max_episode_steps=3", "policy=sac", "sim.num_envs=4",
+                           "policy.actor.hidden=[8]", "policy.algo.learning_starts=1000", "policy.algo.train_freq=5",
+                           "train.video=false",
+                           "train.progress=false"])
+    loop = Runner(cfg, tmp_path).loop
+    seen: list[EnvStep] = []
+    step = loop.envs.step
+    loop.envs.step = lambda a: seen.append(step(a)) or seen[-1]
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    monkeypatch.setattr(loop, "reward_scaler", None)  # its statistics live in numpy (views of CPU tensors)
+    loop.collect()
+    monkeypatch.undo()
+    store = loop.store.columns
+    n = len(seen)
+    assert seen[2].truncated.all() and not torch.equal(seen[2].obs, seen[2].final_obs)
+    torch.testing.assert_close(store["next_obs"][:n], torch.stack([s.final_obs for s in seen]))
+    torch.testing.assert_close(store["obs"][1:n], torch.stack([s.obs for s in seen[:-1]]))
+    assert torch.equal(store["ended"][:n], torch.stack([s.truncated for s in seen]))
