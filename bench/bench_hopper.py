@@ -34,9 +34,11 @@ from robopol.runner import train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 
-# entry -> (policy, config overrides); FPO and DPPO run --gen-steps env steps, the PPO entries --steps
-ROBOPOL = {"robopol-ppo": ("ppo", ()), "robopol-ppo-envpool": ("ppo", ("task.backend=envpool",)),
-           "robopol-ppo-envpool-compiled": ("ppo", ("task.backend=envpool", "policy.algo.compile=true")),
+# entry -> (policy, config overrides); FPO and DPPO run --gen-steps env steps, the PPO entries --steps.
+# EnvPool gets one thread, as torch and SB3 do: every entry runs on one core.
+ROBOPOL = {"robopol-ppo": ("ppo", ()), "robopol-ppo-envpool": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1")),
+           "robopol-ppo-envpool-compiled": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1",
+                                                    "policy.algo.compile=true")),
            "robopol-ppo-async": ("ppo", ("sim.vectorization=async",)), "robopol-fpo": ("fpo", ()),
            "robopol-dppo": ("dppo", ())}
 
