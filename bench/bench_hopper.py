@@ -1,17 +1,13 @@
-"""Hopper-v5: robopol PPO beside SB3 PPO (same envs, same env steps, same hyper-parameters), plus
-robopol FPO and DPPO from scratch, in one run. Writes bench/out/hopper-<steps>k.json and .png.
+"""Hopper-v5: robopol PPO beside SB3 PPO (same env steps, same hyper-parameters), robopol PPO on
+EnvPool's batched Hopper-v5 (task.backend=envpool), and robopol FPO and DPPO from scratch, in one run.
+Writes bench/out/hopper-<steps>k.json and .png.
 
-    python bench/bench_hopper.py                                   # the table's @300k column
-    python bench/bench_hopper.py --task hopper_1m --only robopol-fpo
-    python bench/bench_hopper.py --throughput-rounds 3              # its env steps/s column
-
-Every setting comes from the task file (tasks/hopper_300k.yaml, hopper_1m.yaml, hopper_throughput.yaml,
-hopper_async.yaml) and the policy files as shipped, so `robopol train task=hopper_300k
-policy=ppo` reproduces a row alone; SB3 reads the same env steps, envs, evaluation cadence, episodes and
-seed from the task file.
+    python bench/bench_hopper.py --steps 300000 --gen-steps 100000
 
 Throughput excludes evaluation time for every entry; evaluation uses the same fixed seeds and
-deterministic actions for all of them."""
+deterministic actions for all of them. For robopol entries the time inside the simulator is the
+time spent in the vector env's step (MuJoCo plus Gymnasium's or EnvPool's own per-step work), as a
+fraction of the training time."""
 
 from __future__ import annotations
 
@@ -38,14 +34,61 @@ from robopol.runner import train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 
+# entry -> (policy, config overrides); FPO and DPPO run --gen-steps env steps, the PPO entries --steps.
+# EnvPool gets one thread, as torch and SB3 do: every entry runs on one core.
+ROBOPOL = {"robopol-ppo": ("ppo", ()), "robopol-ppo-envpool": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1")),
+           "robopol-ppo-envpool-compiled": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1",
+                                                    "policy.algo.compile=true")),
+           "robopol-ppo-async": ("ppo", ("sim.vectorization=async",)), "robopol-fpo": ("fpo", ()),
+           "robopol-dppo": ("dppo", ())}
 
-def run_robopol(task: str, policy: str, label: str = "") -> dict:
-    run_dir = OUT / f"hopper-robopol-{label or policy}"
+
+class SimClock:
+    """Times every vector-env step of the robopol runs while installed (wraps make_vec_env)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> "SimClock":
+        import robopol.loops.env_batch as env_batch
+
+        self.module, self.make = env_batch, env_batch.make_vec_env
+        clock = self
+
+        def make(*args, **kwargs):
+            envs = clock.make(*args, **kwargs)
+            step = envs.step
+
+            def timed_step(actions):
+                start = time.perf_counter()
+                try:
+                    return step(actions)
+                finally:
+                    clock.seconds += time.perf_counter() - start
+
+            envs.step = timed_step
+            return envs
+
+        env_batch.make_vec_env = make
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.module.make_vec_env = self.make
+
+
+def run_robopol(name: str, steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
+    policy, extra = ROBOPOL[name]
+    per_iter = num_envs * 256
+    eval_every = max(1, steps // per_iter // evals) if evals else 0
+    run_dir = OUT / f"hopper-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_run_config([f"task={task}", f"policy={policy}", "train.video=false", f"train.run_dir={run_dir}",
-                           "train.checkpoint_every=1000", "train.progress=false"])
+    cfg = load_run_config(["task=hopper", f"policy={policy}", f"train.total_env_steps={steps}", f"sim.num_envs={num_envs}",
+                           f"train.eval_every={eval_every}", f"train.eval_episodes={episodes}", f"train.seed={seed}",
+                           "train.video=false", f"train.run_dir={run_dir}", "train.checkpoint_every=1000",
+                           "train.progress=false", *extra])
     start = time.perf_counter()
-    train(cfg)
+    with SimClock() as sim:
+        train(cfg)
     wall = time.perf_counter() - start
     train_rows = list(csv.DictReader(open(run_dir / "train.csv")))
     eval_rows = list(csv.DictReader(open(run_dir / "eval.csv")))
@@ -53,13 +96,15 @@ def run_robopol(task: str, policy: str, label: str = "") -> dict:
     train_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"])
                         for p, r in zip(previous, train_rows))
     env_steps = int(float(train_rows[-1]["env_steps"]))
-    return {"name": f"robopol-{label or policy}", "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
-            "steps_per_second": env_steps / train_seconds,
+    return {"name": name, "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
+            "steps_per_second": env_steps / train_seconds, "sim_seconds": sim.seconds,
+            "sim_fraction": sim.seconds / train_seconds,
             "curve": [{"env_steps": int(float(r["env_steps"])), "wall_time": float(r["wall_time"]),
-                       "return": float(r["return_mean"])} for r in eval_rows]}
+                       "return": float(r["return_mean"]), "return_std": float(r["return_std"])} for r in eval_rows]}
 
 
-def sb3_evaluate(model, vecnorm, episodes: int) -> float:
+def sb3_evaluate(model, vecnorm, episodes: int) -> tuple[float, float]:
+    """Mean and std of the return over the fixed evaluation seeds."""
     returns = []
     for i in range(episodes):
         env = gym.make("Hopper-v5")
@@ -71,40 +116,36 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> float:
             total += reward
             done = terminated or truncated
         returns.append(total)
-    return float(np.mean(returns))
+    return float(np.mean(returns)), float(np.std(returns))
 
 
-def interleaved_throughput(rounds: int) -> dict:
+def interleaved_throughput(rounds: int, steps: int, num_envs: int) -> dict:
     """Env steps/s of each entry, alternating short runs so a busy machine slows them all alike."""
-    entries = {
-        "robopol-ppo": lambda: run_robopol("hopper_throughput", "ppo"),
-        "sb3-ppo": lambda: run_sb3(**sb3_settings("hopper_throughput")),
-        "robopol-ppo-async": lambda: run_robopol("hopper_async", "ppo", "ppo-async"),
-        "robopol-fpo": lambda: run_robopol("hopper_throughput", "fpo"),
-        "robopol-dppo": lambda: run_robopol("hopper_throughput", "dppo"),
-    }
+    entries = {"sb3-ppo": lambda: run_sb3(steps, num_envs, 0, 1, 0)}
+    entries.update({name: (lambda name=name: run_robopol(name, steps, num_envs, 0, 1, 0)) for name in ROBOPOL})
     rates: dict[str, list[float]] = {name: [] for name in entries}
     for _ in range(rounds):
         for name, run in entries.items():
             rates[name].append(run()["steps_per_second"])
             print(name, f"{rates[name][-1]:.0f} steps/s", flush=True)
     median = {name: float(np.median(r)) for name, r in rates.items()}
-    ratios = {"robopol_ppo_over_sb3_ppo": median["robopol-ppo"] / median["sb3-ppo"],
-              "robopol_ppo_async_over_sb3_ppo": median["robopol-ppo-async"] / median["sb3-ppo"],
-              "robopol_fpo_over_robopol_ppo": median["robopol-fpo"] / median["robopol-ppo"],
-              "robopol_dppo_over_robopol_ppo": median["robopol-dppo"] / median["robopol-ppo"]}
-    steps = load_run_config(["task=hopper_throughput"]).train.total_env_steps
-    return {"rounds": rounds, "steps_per_run": steps, "steps_per_second": rates, "median": median, "ratios": ratios}
+    return {"rounds": rounds, "steps_per_run": steps, "steps_per_second": rates, "median": median,
+            "ratios": ratios({name: {"steps_per_second": rate} for name, rate in median.items()})}
 
 
-def sb3_settings(task: str) -> dict[str, int]:
-    """SB3's env steps, envs, number of evaluations, episodes and seed: robopol PPO's on tasks/<task>.yaml,
-    evaluated as many times, spread evenly over the run."""
-    cfg = load_run_config([f"task={task}", "policy=ppo"])
-    iterations = cfg.train.total_env_steps // (cfg.sim.num_envs * cfg.train.rollout_steps)
-    evals = iterations // cfg.train.eval_every if cfg.train.eval_every else 0
-    return {"steps": cfg.train.total_env_steps, "num_envs": cfg.sim.num_envs, "evals": evals,
-            "episodes": cfg.train.eval_episodes, "seed": cfg.train.seed}
+def ratios(by_name: dict[str, dict]) -> dict[str, float]:
+    """Robopol's PPO entries over SB3 PPO, and FPO / DPPO over robopol PPO, in env steps/s."""
+    out = {}
+    def rate(name: str) -> float:
+        return by_name[name]["steps_per_second"]
+
+    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled", "robopol-ppo-async"):
+        if name in by_name and "sb3-ppo" in by_name:
+            out[f"{name}_over_sb3_ppo"] = rate(name) / rate("sb3-ppo")
+    for name in ("robopol-fpo", "robopol-dppo"):
+        if name in by_name and "robopol-ppo" in by_name:
+            out[f"{name}_over_robopol_ppo"] = rate(name) / rate("robopol-ppo")
+    return out
 
 
 def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
@@ -125,9 +166,10 @@ def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> 
         def _on_step(self) -> bool:
             if self.num_timesteps >= clock["next"]:
                 t = time.perf_counter()
-                ret = sb3_evaluate(model, venv, episodes)
+                ret, std = sb3_evaluate(model, venv, episodes)
                 clock["eval"] += time.perf_counter() - t
-                curve.append({"env_steps": self.num_timesteps, "wall_time": t - clock["start"], "return": ret})
+                curve.append({"env_steps": self.num_timesteps, "wall_time": t - clock["start"], "return": ret,
+                              "return_std": std})
                 clock["next"] += every
             return True
 
@@ -135,7 +177,8 @@ def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> 
     wall = time.perf_counter() - clock["start"]
     if evals and (not curve or curve[-1]["env_steps"] < model.num_timesteps):
         t = time.perf_counter()
-        curve.append({"env_steps": model.num_timesteps, "wall_time": t - clock["start"], "return": sb3_evaluate(model, venv, episodes)})
+        ret, std = sb3_evaluate(model, venv, episodes)
+        curve.append({"env_steps": model.num_timesteps, "wall_time": t - clock["start"], "return": ret, "return_std": std})
         clock["eval"] += time.perf_counter() - t
     train_seconds = wall - clock["eval"]
     return {"name": "sb3-ppo", "env_steps": int(model.num_timesteps), "train_seconds": train_seconds, "wall_seconds": wall,
@@ -162,43 +205,48 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="hopper_300k", help="tasks/<TASK>.yaml: env steps, envs, evaluation, seed")
-    parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-fpo,robopol-dppo")
+    parser.add_argument("--steps", type=int, default=300_000, help="env steps of the PPO entries")
+    parser.add_argument("--gen-steps", type=int, default=0, help="env steps of FPO and DPPO (0: --steps)")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--evals", type=int, default=6)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-ppo-envpool,robopol-ppo-envpool-compiled,"
+                                          "robopol-fpo,robopol-dppo")
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    machine = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count(),
+               "load_average_at_start": os.getloadavg()}
     if args.throughput_rounds:
-        report = interleaved_throughput(args.throughput_rounds)
-        report["machine"] = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count()}
+        report = interleaved_throughput(args.throughput_rounds, args.steps, args.num_envs)
+        report["machine"] = machine
         (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
         return
     results = []
     for name in args.only.split(","):
         if name == "sb3-ppo":
-            results.append(run_sb3(**sb3_settings(args.task)))
+            results.append(run_sb3(args.steps, args.num_envs, args.evals, args.episodes, args.seed))
         else:
-            results.append(run_robopol(args.task, name.removeprefix("robopol-")))
+            steps = args.gen_steps or args.steps if ROBOPOL[name][0] != "ppo" else args.steps
+            results.append(run_robopol(name, steps, args.num_envs, args.evals, args.episodes, args.seed))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
-    by_name = {r["name"]: r for r in results}
-    ratios = {}
-    if "robopol-ppo" in by_name and "sb3-ppo" in by_name:
-        ratios["robopol_ppo_over_sb3_ppo"] = by_name["robopol-ppo"]["steps_per_second"] / by_name["sb3-ppo"]["steps_per_second"]
-    for name in ("robopol-fpo", "robopol-dppo"):
-        if name in by_name and "robopol-ppo" in by_name:
-            ratios[f"{name}_over_robopol_ppo"] = by_name[name]["steps_per_second"] / by_name["robopol-ppo"]["steps_per_second"]
-    report = {"machine": {"node": platform.node(), "processor": platform.processor(), "cpus": torch.get_num_threads()},
-              "args": vars(args), "results": results, "ratios": ratios}
-    stem = f"hopper-{load_run_config([f'task={args.task}']).train.total_env_steps // 1000}k"
+    machine["load_average_at_end"] = os.getloadavg()
+    report = {"machine": machine, "args": vars(args), "results": results, "ratios": ratios({r["name"]: r for r in results})}
+    stem = f"hopper-{args.steps // 1000}k"
     (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
     plot(results, OUT / f"{stem}.png")
-    print("| run | env steps | env steps/s | final return |")
-    print("|---|---|---|---|")
+    print(f"| run | env steps | env steps/s | time in simulator | final return ({args.episodes} seeds) |")
+    print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['env_steps']} | {r['steps_per_second']:.0f} | {r['curve'][-1]['return']:.0f} |")
-    print(json.dumps(ratios))
+        last = r["curve"][-1]
+        sim = f"{r['sim_fraction']:.0%}" if "sim_fraction" in r else "–"
+        print(f"| {r['name']} | {r['env_steps']} | {r['steps_per_second']:.0f} | {sim} | "
+              f"{last['return']:.0f} ± {last['return_std']:.0f} |")
+    print(json.dumps(report["ratios"]))
 
 
 if __name__ == "__main__":

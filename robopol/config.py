@@ -150,6 +150,13 @@ class RunConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.task.backend == "tensor":  # robopol.loops.env_batch.TensorBatch steps single actions
+            for key in ("n_obs_steps", "n_action_steps"):
+                if getattr(self.policy, key) != 1:
+                    raise ConfigError(f"policy.{key}: {getattr(self.policy, key)}; tensor tasks (task.backend=tensor) "
+                                      "observe and act one step at a time: allowed 1")
+
 
 def _is_gym_id(name: str) -> bool:
     import gymnasium as gym

@@ -55,15 +55,15 @@ class RolloutBuffer:
         self.returns[: self.pos] = self.advantages[: self.pos] + self.values[: self.pos]
 
     def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Shuffled minibatches over all (step, env) samples, flattened to a batch dimension."""
+        """Shuffled minibatches over all (step, env) samples, flattened to a batch dimension. One gather
+        per tensor shuffles the whole epoch; each minibatch is then a contiguous slice of it."""
         n = self.pos * self.num_envs
         flat = {"obs": self.obs, "actions": self.actions, "values": self.values, "advantages": self.advantages,
                 "returns": self.returns, **self.extras}
-        flat = {k: v[: self.pos].reshape(n, *v.shape[2:]) for k, v in flat.items()}
         order = torch.randperm(n, generator=generator)
+        shuffled = {k: v[: self.pos].reshape(n, *v.shape[2:])[order] for k, v in flat.items()}
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            yield {k: v[idx] for k, v in flat.items()}
+            yield {k: v[start:start + batch_size] for k, v in shuffled.items()}
 
     def reset(self) -> None:
         self.pos = 0

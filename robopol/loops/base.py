@@ -11,10 +11,10 @@ import torch
 from robopol.algos.base import Algorithm
 from robopol.config import RunConfig
 from robopol.data.normalizer import Normalizer
+from robopol.loops.env_batch import EnvStep, make_env_batch
 from robopol.policies.base import ChunkSpec
 from robopol.run_logger import RunLogger
 from robopol.sim import env_state
-from robopol.sim.factory import make_vec_env
 
 
 class RunState(Protocol):
@@ -72,16 +72,17 @@ class Loop(abc.ABC):
 
 
 class OnlineLoop(Loop):
-    """A seeded vector of chunked envs, the observation normaliser's running statistics, and
-    episode-return tracking; `env_step` executes normalised action chunks and counts env steps."""
+    """A seeded batch of envs (robopol.loops.env_batch: Gymnasium's vector, or a tensor env without numpy),
+    the observation normaliser's running statistics, and episode-return tracking; `env_step` executes
+    normalised action chunks and counts env steps. Everything here is a torch tensor."""
 
     def __init__(self, runner: RunState) -> None:
         super().__init__(runner)
         cfg = runner.cfg
-        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
+        self.envs = make_env_batch(cfg)
         # A behaviour-cloned actor keeps the normaliser it was trained with.
         self.update_obs_stats = cfg.sim.normalize_obs and not cfg.train.pretrained
-        self.episode_returns = np.zeros(cfg.sim.num_envs)
+        self.episode_returns = torch.zeros(cfg.sim.num_envs, dtype=torch.float64)
         self.recent_returns: list[float] = []
         self.restored: dict[str, Any] | None = None  # env states from a checkpoint, put back in start()
 
@@ -92,42 +93,43 @@ class OnlineLoop(Loop):
     def start(self) -> None:
         """Continue the checkpoint's episodes where their envs' states were saved; else reset with seeds."""
         if self.restored is not None:
-            for env, state in zip(self.envs.envs, self.restored["envs"]):  # type: ignore[attr-defined]
+            for env, state in zip(self.envs.envs.envs, self.restored["envs"]):  # type: ignore[attr-defined]
                 env_state.restore(env, state)
-            self.obs, self.episode_returns = self.restored["obs"].numpy(), self.restored["episode_returns"].numpy()
+            self.obs, self.episode_returns = self.restored["obs"].clone(), self.restored["episode_returns"].clone()
             return
         cfg, iteration = self.runner.cfg, self.runner.iteration
-        self.obs, _ = self.envs.reset(seed=[cfg.train.seed * 1000 + iteration * 100 + i for i in range(cfg.sim.num_envs)])
+        self.obs = self.envs.reset(seed=cfg.train.seed * 1000 + iteration * 100)
 
     def env_states(self) -> dict[str, Any]:
         """The envs' states, their current observations and the returns of the episodes in flight; `envs`
         is None where a backend's state cannot be captured (see robopol.sim.env_state)."""
-        subs = getattr(self.envs, "envs", None)  # a synchronous vector holds its envs in this process
+        vector = getattr(self.envs, "envs", None)  # a Gymnasium batch; tensor envs hold no per-env objects
+        subs = getattr(vector, "envs", None)  # a synchronous vector holds its envs in this process
         states = [env_state.capture(env) for env in subs] if subs is not None else [None]
-        return {"envs": None if any(s is None for s in states) else states, "obs": torch.from_numpy(self.obs.copy()),
-                "episode_returns": torch.from_numpy(self.episode_returns.copy())}
+        return {"envs": None if any(s is None for s in states) else states, "obs": self.obs.clone(),
+                "episode_returns": self.episode_returns.clone()}
 
     def load_env_states(self, state: dict[str, Any]) -> None:
         self.restored = state if state.get("envs") is not None else None
 
     def observe(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The current raw observations and their normalised form (statistics updated first)."""
-        obs = torch.from_numpy(self.obs).float()
         if self.update_obs_stats:
-            self.runner.normalizer.update(obs)
-        return obs, self.runner.normalizer.normalize_obs(obs)
+            self.runner.normalizer.update(self.obs)
+        return self.obs, self.runner.normalizer.normalize_obs(self.obs)
 
-    def env_step(self, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Execute the first n_action_steps of normalised chunks; (reward, terminated, truncated, info)."""
+    def env_step(self, actions: torch.Tensor) -> EnvStep:
+        """Execute the first n_action_steps of normalised chunks; the envs' step, with self.obs advanced."""
         runner = self.runner
-        env_actions = runner.normalizer.unnormalize_action(actions[:, : runner.spec.n_action_steps]).numpy()
-        self.obs, reward, terminated, truncated, info = self.envs.step(env_actions)
-        ended = terminated | truncated
-        runner.env_steps += _executed_steps(info, ended)
-        self.episode_returns += reward
-        self.recent_returns.extend(self.episode_returns[ended].tolist())
-        self.episode_returns[ended] = 0.0
-        return reward, terminated, truncated, info
+        step = self.envs.step(runner.normalizer.unnormalize_action(actions[:, : runner.spec.n_action_steps]))
+        self.obs = step.obs
+        runner.env_steps += step.env_steps
+        ended = step.terminated | step.truncated
+        self.episode_returns += step.reward
+        if ended.any():
+            self.recent_returns.extend(self.episode_returns[ended].tolist())
+            self.episode_returns[ended] = 0.0
+        return step
 
     def episode_metrics(self) -> dict[str, float]:
         """Mean return of the training episodes that ended since the last call."""
@@ -139,29 +141,3 @@ class OnlineLoop(Loop):
 
     def close(self) -> None:
         self.envs.close()
-
-
-def final_observations(info: dict[str, Any], idx: np.ndarray) -> torch.Tensor:
-    """The true last observations of the episodes of envs `idx` that just ended (SAME_STEP reset)."""
-    return torch.from_numpy(np.stack(info["final_obs"][idx])).float()
-
-
-def successes(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:
-    """Per env, whether this step reported success (an ended env's report is in final_info)."""
-    def flags(d: dict[str, Any]) -> np.ndarray:
-        if "is_success" not in d:
-            return np.zeros(len(ended), dtype=bool)
-        return np.asarray(d["is_success"], dtype=bool) & np.asarray(d.get("_is_success", True), dtype=bool)
-
-    now = flags(info)
-    if ended.any() and "final_info" in info:
-        now = np.where(ended, flags(info["final_info"]), now)
-    return now
-
-
-def _executed_steps(info: dict[str, Any], ended: np.ndarray) -> int:
-    """Env steps run by one vector step: a finished env's count is in final_info (SAME_STEP reset)."""
-    steps = np.asarray(info.get("chunk_steps", np.zeros(len(ended), dtype=int)))
-    if ended.any():
-        steps = np.where(ended, info["final_info"]["chunk_steps"], steps)
-    return int(steps.sum())

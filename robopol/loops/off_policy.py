@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from robopol.algos.off_policy import OffPolicyAlgorithm, Replay
 from robopol.data.normalizer import RewardScaler
 from robopol.data.transitions import TransitionStore
-from robopol.loops.base import OnlineLoop, RunState, final_observations, successes
+from robopol.loops.base import OnlineLoop, RunState
 
 
 class OffPolicyLoop(OnlineLoop):
@@ -68,17 +67,11 @@ class OffPolicyLoop(OnlineLoop):
                 extras: dict[str, torch.Tensor] = {}
             else:
                 actions, extras = self.algo.act(obs_n)
-            reward, terminated, truncated, info = self.env_step(actions)
-            ended = terminated | truncated
-            next_obs = torch.tensor(self.obs, dtype=torch.float32)  # a copy: final observations go into it
-            if ended.any():
-                idx = np.flatnonzero(ended)
-                next_obs[idx] = final_observations(info, idx)
-            if self.reward_scaler:
-                self.reward_scaler(reward, ended)  # only its statistics; the store keeps raw rewards
-            self.store.add(obs, actions, torch.as_tensor(reward, dtype=torch.float32), next_obs,
-                           torch.from_numpy(terminated), torch.from_numpy(truncated),
-                           torch.from_numpy(successes(info, ended)), **extras)
+            step = self.env_step(actions)
+            if self.reward_scaler:  # only its statistics (numpy views of the CPU tensors); the store keeps raw rewards
+                self.reward_scaler(step.reward.numpy(), (step.terminated | step.truncated).numpy())
+            self.store.add(obs, actions, step.reward.float(), step.final_obs, step.terminated, step.truncated,
+                           step.success, **extras)
         return acfg.train_freq * runner.cfg.sim.num_envs
 
     def state_dict(self) -> dict[str, Any]:

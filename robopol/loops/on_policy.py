@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from robopol.algos.on_policy import OnPolicyAlgorithm
 from robopol.data.normalizer import RewardScaler
 from robopol.data.rollout import RolloutBuffer
-from robopol.loops.base import OnlineLoop, RunState, final_observations
+from robopol.loops.base import OnlineLoop, RunState
 
 
 class OnPolicyLoop(OnlineLoop):
@@ -40,15 +39,17 @@ class OnPolicyLoop(OnlineLoop):
             _, obs_n = self.observe()
             actions, extras = algo.act(obs_n)
             values = algo.value(obs_n)
-            reward, terminated, truncated, info = self.env_step(actions)
-            final_values = torch.zeros(len(reward))
-            if truncated.any():
-                idx = np.flatnonzero(truncated)
-                final_values[idx] = algo.value(norm.normalize_obs(final_observations(info, idx)))
-            scaled = self.reward_scaler(reward, terminated | truncated) if self.reward_scaler else reward
-            self.buffer.add(obs_n, actions, torch.as_tensor(scaled, dtype=torch.float32), torch.from_numpy(terminated),
-                            torch.from_numpy(truncated), values, final_values, gamma, **extras)
-        last_values = algo.value(norm.normalize_obs(torch.from_numpy(self.obs).float()))
+            step = self.env_step(actions)
+            final_values = torch.zeros(len(step.reward))
+            if step.truncated.any():
+                idx = step.truncated.nonzero().squeeze(1)
+                final_values[idx] = algo.value(norm.normalize_obs(step.final_obs[idx]))
+            reward = step.reward
+            if self.reward_scaler:  # numpy views of the CPU tensors: no copies
+                reward = torch.from_numpy(self.reward_scaler(reward.numpy(), (step.terminated | step.truncated).numpy()))
+            self.buffer.add(obs_n, actions, reward.float(), step.terminated, step.truncated, values, final_values, gamma,
+                            **extras)
+        last_values = algo.value(norm.normalize_obs(self.obs))
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 import robopol.sim.toy  # noqa: F401  (registers robopol/Reach-v0)
 from robopol.config import PolicyConfig, TaskConfig
 from robopol.errors import ConfigError
+from robopol.sim.point_mass import PointMass
 from robopol.sim.tensor_env import TensorEnvAsGym, TensorVecEnv
 from robopol.sim.wrappers import ActionChunk, ObservationHistory
 
@@ -62,16 +63,18 @@ def _make_robomimic(task: TaskConfig, render_mode: str | None) -> gym.Env:
     return make_robomimic_env(task.env_kwargs, render_mode)
 
 
+# Tensor envs by task.env_id: (num_envs, max_episode_steps, device) -> env. A simulator's adapter (an
+# Isaac Gym task through robopol.sim.isaacgym_adapter, say) is one more entry.
+TENSOR_ENVS: dict[str, Callable[[int, int, str], TensorVecEnv]] = {"PointMass": PointMass}
+
+
 def make_tensor_env(task: TaskConfig, num_envs: int, device: str = "cpu") -> TensorVecEnv:
     """A batched torch env (robopol.sim.tensor_env's contract) for a `tensor` task."""
-    from robopol.sim.point_mass import PointMass
-
-    envs = {"PointMass": PointMass}
-    if task.env_id not in envs:
-        raise ConfigError(f"task.env_id: {task.env_id!r} is not a tensor env; allowed: {', '.join(envs)}")
+    if task.env_id not in TENSOR_ENVS:
+        raise ConfigError(f"task.env_id: {task.env_id!r} is not a tensor env; allowed: {', '.join(TENSOR_ENVS)}")
     if task.env_kwargs:
         raise ConfigError(f"task.env_kwargs: tensor envs take none; got {', '.join(map(str, task.env_kwargs))}")
-    return envs[task.env_id](num_envs, task.max_episode_steps or 100, device)
+    return TENSOR_ENVS[task.env_id](num_envs, task.max_episode_steps or 100, device)
 
 
 def _make_tensor(task: TaskConfig, render_mode: str | None) -> gym.Env:
