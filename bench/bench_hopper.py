@@ -1,8 +1,13 @@
 """Hopper-v5: robopol PPO beside SB3 PPO (same env steps, same hyper-parameters), robopol PPO on
 EnvPool's batched Hopper-v5 (task.backend=envpool), and robopol FPO and DPPO from scratch, in one run.
-Writes bench/out/hopper-<steps>k.json and .png.
+Writes bench/out/hopper-300k.json and .png.
 
-    python bench/bench_hopper.py --steps 300000 --gen-steps 100000
+    python bench/bench_hopper.py                       # learning curves and throughput of every entry
+    python bench/bench_hopper.py --throughput-rounds 3 # interleaved short runs (tasks/hopper_throughput.yaml)
+
+Every setting comes from the config files each entry names (tasks/hopper_300k*.yaml, hopper_100k.yaml,
+policies/ppo*.yaml, fpo.yaml, dppo.yaml); SB3 PPO reads its env steps, envs, evaluation cadence,
+episodes, seed and hyper-parameters from tasks/hopper_300k.yaml + policies/ppo.yaml.
 
 Throughput excludes evaluation time for every entry; evaluation uses the same fixed seeds and
 deterministic actions for all of them. For robopol entries the time inside the simulator is the
@@ -34,13 +39,19 @@ from robopol.runner import train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 
-# entry -> (policy, config overrides); FPO and DPPO run --gen-steps env steps, the PPO entries --steps.
-# EnvPool gets one thread, as torch and SB3 do: every entry runs on one core.
-ROBOPOL = {"robopol-ppo": ("ppo", ()), "robopol-ppo-envpool": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1")),
-           "robopol-ppo-envpool-compiled": ("ppo", ("task.backend=envpool", "sim.envpool_threads=1",
-                                                    "policy.algo.compile=true")),
-           "robopol-ppo-async": ("ppo", ("sim.vectorization=async",)), "robopol-fpo": ("fpo", ()),
-           "robopol-dppo": ("dppo", ())}
+# entry -> (task, policy): the files that hold every setting of the entry's README row.
+ROBOPOL = {"robopol-ppo": ("hopper_300k", "ppo"), "robopol-ppo-envpool": ("hopper_300k_envpool", "ppo"),
+           "robopol-ppo-envpool-compiled": ("hopper_300k_envpool", "ppo_compiled"),
+           "robopol-fpo": ("hopper_100k", "fpo"), "robopol-dppo": ("hopper_100k", "dppo")}
+SB3_TASK = ("hopper_300k", "ppo")
+THROUGHPUT_TASK = "hopper_throughput"  # its budget, evaluation and seed replace each entry's in --throughput-rounds
+
+
+def throughput_overrides() -> tuple[str, ...]:
+    """The short-run settings of tasks/hopper_throughput.yaml, applied to any entry."""
+    train = load_run_config([f"task={THROUGHPUT_TASK}"]).train
+    return (f"train.total_env_steps={train.total_env_steps}", f"train.eval_every={train.eval_every}",
+            f"train.eval_episodes={train.eval_episodes}")
 
 
 class SimClock:
@@ -76,16 +87,12 @@ class SimClock:
         self.module.make_vec_env = self.make
 
 
-def run_robopol(name: str, steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
-    policy, extra = ROBOPOL[name]
-    per_iter = num_envs * 256
-    eval_every = max(1, steps // per_iter // evals) if evals else 0
+def run_robopol(name: str, extra: tuple[str, ...] = ()) -> dict:
+    task, policy = ROBOPOL[name]
     run_dir = OUT / f"hopper-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_run_config(["task=hopper", f"policy={policy}", f"train.total_env_steps={steps}", f"sim.num_envs={num_envs}",
-                           f"train.eval_every={eval_every}", f"train.eval_episodes={episodes}", f"train.seed={seed}",
-                           "train.video=false", f"train.run_dir={run_dir}", "train.checkpoint_every=1000",
-                           "train.progress=false", *extra])
+    cfg = load_run_config([f"task={task}", f"policy={policy}", "train.video=false", f"train.run_dir={run_dir}",
+                           "train.checkpoint_every=1000", "train.progress=false", *extra])
     start = time.perf_counter()
     with SimClock() as sim:
         train(cfg)
@@ -119,17 +126,18 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> tuple[float, float]:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def interleaved_throughput(rounds: int, steps: int, num_envs: int) -> dict:
+def interleaved_throughput(rounds: int) -> dict:
     """Env steps/s of each entry, alternating short runs so a busy machine slows them all alike."""
-    entries = {"sb3-ppo": lambda: run_sb3(steps, num_envs, 0, 1, 0)}
-    entries.update({name: (lambda name=name: run_robopol(name, steps, num_envs, 0, 1, 0)) for name in ROBOPOL})
+    extra = throughput_overrides()
+    entries = {"sb3-ppo": lambda: run_sb3(extra)}
+    entries.update({name: (lambda name=name: run_robopol(name, extra)) for name in ROBOPOL})
     rates: dict[str, list[float]] = {name: [] for name in entries}
     for _ in range(rounds):
         for name, run in entries.items():
             rates[name].append(run()["steps_per_second"])
             print(name, f"{rates[name][-1]:.0f} steps/s", flush=True)
     median = {name: float(np.median(r)) for name, r in rates.items()}
-    return {"rounds": rounds, "steps_per_run": steps, "steps_per_second": rates, "median": median,
+    return {"rounds": rounds, "settings": list(extra), "steps_per_second": rates, "median": median,
             "ratios": ratios({name: {"steps_per_second": rate} for name, rate in median.items()})}
 
 
@@ -139,7 +147,7 @@ def ratios(by_name: dict[str, dict]) -> dict[str, float]:
     def rate(name: str) -> float:
         return by_name[name]["steps_per_second"]
 
-    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled", "robopol-ppo-async"):
+    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled"):
         if name in by_name and "sb3-ppo" in by_name:
             out[f"{name}_over_sb3_ppo"] = rate(name) / rate("sb3-ppo")
     for name in ("robopol-fpo", "robopol-dppo"):
@@ -148,17 +156,25 @@ def ratios(by_name: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> dict:
+def run_sb3(extra: tuple[str, ...] = ()) -> dict:
+    """SB3 PPO with the env steps, envs, evaluation cadence, seed and hyper-parameters of SB3_TASK."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    venv = VecNormalize(make_vec_env("Hopper-v5", n_envs=num_envs, seed=seed), gamma=0.99)
-    model = PPO("MlpPolicy", venv, n_steps=256, batch_size=64, n_epochs=10, learning_rate=lambda f: 3e-4 * f,
-                gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
-                device="cpu", seed=seed, verbose=0)
-    every = steps // evals if evals else steps + 1
+    task, policy = SB3_TASK
+    cfg = load_run_config([f"task={task}", f"policy={policy}", *extra])
+    algo, train_cfg, num_envs = cfg.policy.algo, cfg.train, cfg.sim.num_envs
+    steps, episodes, seed = train_cfg.total_env_steps, train_cfg.eval_episodes, train_cfg.seed
+    assert list(cfg.policy.actor.hidden) == [64, 64] and cfg.policy.actor.activation == "tanh", "SB3's MlpPolicy: 64x64 tanh"
+    venv = VecNormalize(make_vec_env(cfg.task.env_id, n_envs=num_envs, seed=seed), gamma=algo.gamma)
+    lr = algo.lr
+    model = PPO("MlpPolicy", venv, n_steps=train_cfg.rollout_steps, batch_size=algo.minibatch_size,
+                n_epochs=algo.update_epochs, learning_rate=(lambda f: lr * f) if algo.anneal_lr else lr,
+                gamma=algo.gamma, gae_lambda=algo.gae_lambda, clip_range=algo.clip, ent_coef=algo.ent_coef,
+                vf_coef=algo.vf_coef, max_grad_norm=algo.max_grad_norm, device="cpu", seed=seed, verbose=0)
+    every = train_cfg.eval_every * num_envs * train_cfg.rollout_steps if train_cfg.eval_every else steps + 1
     curve: list[dict] = []
     clock = {"eval": 0.0, "start": time.perf_counter(), "next": every}
 
@@ -175,7 +191,7 @@ def run_sb3(steps: int, num_envs: int, evals: int, episodes: int, seed: int) -> 
 
     model.learn(total_timesteps=steps, callback=Evaluate())
     wall = time.perf_counter() - clock["start"]
-    if evals and (not curve or curve[-1]["env_steps"] < model.num_timesteps):
+    if (not curve or curve[-1]["env_steps"] < model.num_timesteps):
         t = time.perf_counter()
         ret, std = sb3_evaluate(model, venv, episodes)
         curve.append({"env_steps": model.num_timesteps, "wall_time": t - clock["start"], "return": ret, "return_std": std})
@@ -205,14 +221,8 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300_000, help="env steps of the PPO entries")
-    parser.add_argument("--gen-steps", type=int, default=0, help="env steps of FPO and DPPO (0: --steps)")
-    parser.add_argument("--num-envs", type=int, default=8)
-    parser.add_argument("--evals", type=int, default=6)
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="robopol-ppo,sb3-ppo,robopol-ppo-envpool,robopol-ppo-envpool-compiled,"
-                                          "robopol-fpo,robopol-dppo")
+    parser.add_argument("--only", default=",".join(["robopol-ppo", "sb3-ppo", *list(ROBOPOL)[1:]]),
+                        help="comma-separated entries: sb3-ppo, " + ", ".join(ROBOPOL))
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
     args = parser.parse_args()
@@ -221,25 +231,21 @@ def main() -> None:
     machine = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count(),
                "load_average_at_start": os.getloadavg()}
     if args.throughput_rounds:
-        report = interleaved_throughput(args.throughput_rounds, args.steps, args.num_envs)
+        report = interleaved_throughput(args.throughput_rounds)
         report["machine"] = machine
         (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
         return
     results = []
     for name in args.only.split(","):
-        if name == "sb3-ppo":
-            results.append(run_sb3(args.steps, args.num_envs, args.evals, args.episodes, args.seed))
-        else:
-            steps = args.gen_steps or args.steps if ROBOPOL[name][0] != "ppo" else args.steps
-            results.append(run_robopol(name, steps, args.num_envs, args.evals, args.episodes, args.seed))
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
+        print(f"running {name}", flush=True)
+        results.append(run_sb3() if name == "sb3-ppo" else run_robopol(name))
     machine["load_average_at_end"] = os.getloadavg()
-    report = {"machine": machine, "args": vars(args), "results": results, "ratios": ratios({r["name"]: r for r in results})}
-    stem = f"hopper-{args.steps // 1000}k"
-    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    plot(results, OUT / f"{stem}.png")
-    print(f"| run | env steps | env steps/s | time in simulator | final return ({args.episodes} seeds) |")
+    report = {"machine": machine, "entries": {name: ROBOPOL.get(name, SB3_TASK) for name in args.only.split(",")},
+              "results": results, "ratios": ratios({r["name"]: r for r in results})}
+    (OUT / "hopper-300k.json").write_text(json.dumps(report, indent=2))
+    plot(results, OUT / "hopper-300k.png")
+    print("| run | env steps | env steps/s | time in simulator | final return |")
     print("|---|---|---|---|---|")
     for r in results:
         last = r["curve"][-1]

@@ -1,8 +1,11 @@
 """SAC: robopol beside Stable-Baselines3 on the same task, env steps and hyper-parameters (rl-zoo's
-MuJoCo settings: policies/sac.yaml), the two runs side by side on one core each. Writes
-bench/out/sac-<task>.json and sac-<task>.png.
+MuJoCo settings: policies/sac.yaml), the runs side by side on one core each. Writes
+bench/out/sac-<task name>.json and .png (sac-hopper, sac-halfcheetah).
 
-    python bench/bench_sac.py --task hopper --steps 300000
+    python bench/bench_sac.py --task hopper_300k      # or halfcheetah_300k; --policies sac sac_bf16
+
+The task file holds the env, env steps, seed and evaluation episodes; each policy file (policies/sac.yaml,
+sac_bf16.yaml) a robopol run's settings. Evaluation during training is switched off in every run.
 
 Throughput is env steps over the wall time of training alone (no evaluation in either run); the
 final return is deterministic (tanh of the mean) over the same 10 fixed evaluation seeds for both."""
@@ -35,21 +38,20 @@ from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
 OUT = Path(__file__).parent / "out"
 
 
-def run_robopol(task: str, steps: int, seed: int, episodes: int, autocast: str, queue: mp.Queue) -> None:
+def run_robopol(task: str, policy: str, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
-    run_dir = OUT / f"sac-{task}-robopol-{autocast}"
+    run_dir = OUT / f"sac-{task}-robopol-{policy}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_run_config([f"task={task}", "policy=sac", f"train.total_env_steps={steps}", f"train.seed={seed}",
-                           f"train.autocast={autocast}",
-                           "train.eval_every=0", f"train.eval_episodes={episodes}", "train.video=false",
+    cfg = load_run_config([f"task={task}", f"policy={policy}", "train.eval_every=0", "train.video=false",
                            "train.progress=false", "train.checkpoint_every=100", f"train.run_dir={run_dir}"])
+    episodes, autocast = cfg.train.eval_episodes, cfg.train.autocast
     start = time.perf_counter()
     train(cfg)
     rows = list(csv.DictReader(open(run_dir / "train.csv")))
     train_seconds = float(rows[-1]["wall_time"])
     final = evaluate(load_policy(run_dir), cfg.task, cfg.policy, episodes)
     curve = [(int(float(r["env_steps"])), float(r["episode_return"])) for r in rows if r.get("episode_return")]
-    queue.put({"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
+    queue.put({"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "policy": policy, "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
                "wall_seconds": time.perf_counter() - start, "steps_per_second": int(float(rows[-1]["env_steps"])) / train_seconds,
                "return_mean": final["return_mean"], "return_std": final["return_std"], "curve": curve})
 
@@ -84,20 +86,18 @@ def run_sb3(env_id: str, steps: int, seed: int, episodes: int, queue: mp.Queue) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="hopper", help="a tasks/ name with a Gymnasium env (hopper, halfcheetah)")
-    parser.add_argument("--steps", type=int, default=300_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=["none", "bf16"],
-                        help="robopol runs: fp32 (none) and/or bf16 matrix products")
+    parser.add_argument("--task", default="hopper_300k", help="a tasks/ file with a Gymnasium env and the budget "
+                                                                  "(hopper_300k, halfcheetah_300k)")
+    parser.add_argument("--policies", nargs="+", default=["sac", "sac_bf16"],
+                        help="robopol runs, one per policies/ file (sac: fp32, sac_bf16: bf16 matrix products)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    env_id = load_run_config([f"task={args.task}"]).task.env_id
+    cfg = load_run_config([f"task={args.task}", "policy=sac"])
+    env_id, steps, seed, episodes = cfg.task.env_id, cfg.train.total_env_steps, cfg.train.seed, cfg.train.eval_episodes
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=run_robopol, args=(args.task, args.steps, args.seed, args.episodes, a, queue))
-             for a in args.autocast]
-    procs.append(ctx.Process(target=run_sb3, args=(env_id, args.steps, args.seed, args.episodes, queue)))
+    procs = [ctx.Process(target=run_robopol, args=(args.task, policy, queue)) for policy in args.policies]
+    procs.append(ctx.Process(target=run_sb3, args=(env_id, steps, seed, episodes, queue)))
     for p in procs:
         p.start()
     results = sorted((queue.get() for _ in procs), key=lambda r: r["name"])
@@ -106,20 +106,21 @@ def main() -> None:
     sb3 = next(r for r in results if r["name"] == "SB3 SAC")
     for r in results:
         r["throughput_vs_sb3"] = r["steps_per_second"] / sb3["steps_per_second"]
-    out = {"task": env_id, "steps": args.steps, "seed": args.seed, "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + args.episodes - 1],
+    out = {"task": env_id, "task_file": args.task, "steps": steps, "seed": seed,
+           "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1],
            "machine": f"{platform.machine()} {platform.processor() or ''} {mp.cpu_count()} cpus, torch {torch.__version__}, 1 thread each",
            "results": results}
-    (OUT / f"sac-{args.task}.json").write_text(json.dumps(out, indent=2))
+    (OUT / f"sac-{cfg.task.name}.json").write_text(json.dumps(out, indent=2))
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         ax.plot(*zip(*r["curve"]), label=f"{r['name']}: {r['throughput_vs_sb3']:.2f}x SB3's steps/s, final {r['return_mean']:.0f}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("training episode return")
-    ax.set_title(f"SAC on {env_id}, {args.steps} env steps, seed {args.seed}")
+    ax.set_title(f"SAC on {env_id}, {steps} env steps, seed {seed}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT / f"sac-{args.task}.png", dpi=100)
+    fig.savefig(OUT / f"sac-{cfg.task.name}.png", dpi=100)
     for r in results:
         print(f"{r['name']:28s} {r['steps_per_second']:7.1f} steps/s ({r['throughput_vs_sb3']:.2f}x SB3)  "
               f"final {r['return_mean']:8.1f} +- {r['return_std']:.1f}")
