@@ -7,7 +7,9 @@ target actor per replay state: advantage = Q - the group's mean Q (not divided b
 with the conservative rule if asked), ratio = exp of the chain log-prob difference against the target
 actor divided by (scored steps x chunk elements); plus bc_coeff x the flow-matching loss on a batch
 from the success buffer (the replay until the first success). Per gradient step: critic, actor, then
-the Polyak updates of both targets."""
+the Polyak updates of both targets. Actions are clamped to the normalised action box [-1, 1] wherever
+they are executed or valued (the env would clip them anyway), so the critic is never asked to
+extrapolate beyond the actions it has seen and cannot lure the actor out of the box."""
 
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class OGPO(OffPolicyAlgorithm):
         n = self.cfg.best_of
         obs_rep = obs.repeat_interleave(n, dim=0)
         actions = self.actor.sample_chain(obs_rep, torch.randn(self.actor.chain_noise_shape(len(obs_rep)),
-                                                               device=obs.device))[:, -1]
+                                                               device=obs.device))[:, -1].clamp(-1, 1)
         if n == 1:
             return actions, {}
         best = self.critic(obs_rep, actions).mean(dim=0).view(len(obs), n).argmax(dim=1)
@@ -86,7 +88,7 @@ class OGPO(OffPolicyAlgorithm):
         """Mean over heads and `target_samples` target-actor draws of the target Q at next_obs."""
         m, target = self.cfg.target_samples, self.actor_target.target
         obs_rep = next_obs.repeat(m, *([1] * (next_obs.dim() - 1)))
-        actions = target.sample(obs_rep, torch.randn(target.noise_shape(len(obs_rep)), device=next_obs.device))
+        actions = target.sample(obs_rep, torch.randn(target.noise_shape(len(obs_rep)), device=next_obs.device)).clamp(-1, 1)
         return self.critic_target.target(obs_rep, actions).mean(dim=0).view(m, len(next_obs)).mean(dim=0)
 
     def chain_log_ratio(self, obs: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
@@ -104,7 +106,7 @@ class OGPO(OffPolicyAlgorithm):
         obs_rep = states.repeat_interleave(g, dim=0)
         with torch.no_grad():
             chain = target.sample_chain(obs_rep, torch.randn(target.chain_noise_shape(len(obs_rep)), device=obs.device))
-            q = self.critic(obs_rep, chain[:, -1]).view(-1, len(states), g)
+            q = self.critic(obs_rep, chain[:, -1].clamp(-1, 1)).view(-1, len(states), g)
             adv = group_advantages(q, cfg.conservative).reshape(-1)
         log_ratio = self.chain_log_ratio(obs_rep, chain)
         loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, cfg.clip)
