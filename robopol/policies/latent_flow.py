@@ -1,0 +1,108 @@
+"""GoRL's actor: a Gaussian latent policy pi(z|s) whose latent a conditional flow decoder g(s, z) turns
+into an action chunk, a = squash(g(s, z)).
+
+The latent has the chunk's shape (horizon x act_dim), so stage 0's identity decoder (g(s, z) = z)
+makes the actor a plain Gaussian policy. A later decoder is a flow actor (robopol.policies.flow) used
+as a deterministic map: K Euler steps of its velocity field starting from x_1 = z. Trained by flow
+matching from N(0, I) to a behaviour's (pre-squash) actions, it reproduces that behaviour when z is
+drawn from N(0, I), which is where a freshly initialised latent policy starts (mean ~0, std 1).
+
+`stage` (a buffer, so it travels in the checkpoint's weights) says which decoder is in use: 0 is the
+identity. One graph serves everything: `sample(obs, noise)` draws z = mu(s) + sigma * noise and decodes
+it, so zero noise is the latent mean decoded, and export traces the latent policy and the decoder's
+K steps as one ONNX / TorchScript graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from robopol.config import ActorConfig
+from robopol.policies.base import LOG_2PI, Actor, ChunkSpec
+from robopol.policies.flow import FlowActor
+from robopol.policies.gaussian import GaussianActor
+from robopol.policies.networks import ACTIVATIONS
+from robopol.typed_config import field
+
+ATANH_LIMIT = 1 - 1e-6  # |a| is kept below this before atanh, so a demonstrated action at a bound stays finite
+
+
+class LatentFlowActor(Actor):
+    def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
+                 init_log_std: float = 0.0, decoder_hidden: Sequence[int] = (128, 128, 128, 128),
+                 decoder_activation: str = "mish", flow_steps: int = 10, time_dim: int = 16,
+                 squash: str = "tanh") -> None:
+        super().__init__(spec)
+        self.latent_args = (hidden, activation, init_log_std)
+        self.decoder_args = (decoder_hidden, flow_steps, time_dim, decoder_activation)
+        self.squash = squash
+        self.latent = GaussianActor(spec, *self.latent_args)
+        self.decoder = FlowActor(spec, *self.decoder_args)
+        self.register_buffer("stage", torch.zeros((), dtype=torch.int64))
+
+    def fresh_latent(self) -> GaussianActor:
+        """A newly initialised latent policy (mean ~0, std exp(init_log_std)) of this actor's settings."""
+        return GaussianActor(self.spec, *self.latent_args)
+
+    def fresh_decoder(self) -> FlowActor:
+        """A newly initialised flow decoder of this actor's settings."""
+        return FlowActor(self.spec, *self.decoder_args)
+
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        return self.latent.noise_shape(batch)
+
+    def decode(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """g(s, z), before the squash: z itself in stage 0, else the flow's Euler ODE from x_1 = z."""
+        return z if int(self.stage) == 0 else self.decoder.sample(obs, z)
+
+    def squash_action(self, u: torch.Tensor) -> torch.Tensor:
+        """What the env sees of a decoded chunk: tanh(u), or u as is (the normaliser clips it to the bounds)."""
+        return torch.tanh(u) if self.squash == "tanh" else u
+
+    def unsquash_action(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.atanh(actions.clamp(-ATANH_LIMIT, ATANH_LIMIT)) if self.squash == "tanh" else actions
+
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.squash_action(self.decode(obs, self.latent.sample(obs, noise)))
+
+    # --- the latent policy's likelihood: every latent element, since the decoder mixes the whole chunk ---
+    def latent_log_prob(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log pi(z|s) summed over all horizon x act_dim latent elements: (B,)."""
+        log_std = self.latent.log_std
+        eps = (z - self.latent.mean(obs)) * torch.exp(-log_std)
+        return (-0.5 * eps.pow(2) - log_std - 0.5 * LOG_2PI).sum(dim=(1, 2))
+
+    def latent_noise_log_prob(self, noise: torch.Tensor) -> torch.Tensor:
+        """latent_log_prob(obs, latent.sample(obs, noise)) without a forward pass."""
+        return (-0.5 * noise.pow(2) - self.latent.log_std - 0.5 * LOG_2PI).sum(dim=(1, 2))
+
+    def latent_entropy(self) -> torch.Tensor:
+        return (self.latent.log_std + 0.5 * (1.0 + LOG_2PI)).sum()
+
+    def decoder_losses(self, obs: torch.Tensor, u: torch.Tensor, noise_samples: int) -> torch.Tensor:
+        """The decoder's flow-matching losses (B, noise_samples) from N(0, I) to pre-squash chunks u."""
+        t = torch.rand(u.shape[0], noise_samples)
+        eps = torch.randn(u.shape[0], noise_samples, *u.shape[1:])
+        return self.decoder.cfm_losses(obs, u, t, eps)
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Behaviour cloning of the decoder: with z ~ N(0, I) the actor then reproduces the demonstrations."""
+        return self.decoder_losses(obs, self.unsquash_action(actions), 1).mean()
+
+
+@dataclass
+class LatentFlowActorConfig(ActorConfig):
+    type: str = "latent_flow"
+    init_log_std: float = field(0.0, doc="log std of a fresh latent policy; 0 makes it N(0, I) at its start")
+    decoder_hidden: list[int] = field(gt=0, default_factory=lambda: [128, 128, 128, 128])
+    decoder_activation: str = field("mish", choices=tuple(ACTIVATIONS))
+    flow_steps: int = field(10, ge=1, doc="K deterministic Euler steps of the decoder")
+    time_dim: int = field(16, ge=2)
+    squash: str = field("tanh", choices=("tanh", "none"),
+                        doc="tanh: the env sees tanh(g(s, z)) (GoRL); none: g(s, z) clipped to the task's bounds")
+
+    def build(self, spec: ChunkSpec) -> LatentFlowActor:
+        return LatentFlowActor(spec, self.hidden, self.activation, self.init_log_std, self.decoder_hidden,
+                               self.decoder_activation, self.flow_steps, self.time_dim, self.squash)
