@@ -36,14 +36,14 @@ class GoRLConfig(OnPolicyConfig):
     stage0_clip: float = field(0.15, gt=0, doc="PPO clip in stage 0 (identity decoder)")
     latent_reg: float = field(1e-3, ge=0, doc="c in c * (mean mu^2 + mean sigma^2) from stage 1 on")
     stage0_latent_reg: float = field(5e-4, ge=0, doc="c in stage 0")
-    stage_env_steps: list[int] = field(gt=0, default_factory=lambda: [400_000, 300_000],
+    stage_env_steps: list[int] = field(gt=0, default_factory=lambda: [333_000, 333_000, 167_000],
                                        doc="env steps of each stage that ends in a decoder switch; the stage after "
                                            "the last switch runs to train.total_env_steps")
-    decoder_rollouts: int = field(1, ge=1, doc="rollouts (train.rollout_steps x sim.num_envs chunks each) of the "
+    decoder_rollouts: int = field(4, ge=1, doc="rollouts (train.rollout_steps x sim.num_envs chunks each) of the "
                                                "current policy stored for the decoder at a switch")
-    decoder_steps: int = field(2000, ge=1, doc="gradient steps of each fresh decoder")
-    decoder_batch: int = field(1024, ge=1)
-    decoder_lr: float = field(3e-4, gt=0)
+    decoder_steps: int = field(1500, ge=1, doc="gradient steps of each fresh decoder (official 50k)")
+    decoder_batch: int = field(512, ge=1, doc="stored chunks per decoder step (official 8192)")
+    decoder_lr: float = field(1e-3, gt=0, doc="official 3e-4, over 33x more steps")
     decoder_noise_samples: int = field(8, ge=1, doc="(t, eps) draws per stored chunk in each decoder batch")
     eval_at_switch: bool = field(True, doc="log an evaluation just before and just after each switch")
 
@@ -77,9 +77,9 @@ class GoRL(OnPolicyAlgorithm):
 
     def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, actor, first = self.cfg, self.actor, self.stage == 0
-        log_ratio = actor.latent_log_prob(batch["obs"], batch["latent"]) - batch["log_prob"]
-        loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, cfg.stage0_clip if first else cfg.clip)
         mean, sigma = actor.latent.mean(batch["obs"]), actor.latent.log_std.exp()
+        log_ratio = actor.latent_log_prob(mean, batch["latent"]) - batch["log_prob"]
+        loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, cfg.stage0_clip if first else cfg.clip)
         regulariser = (cfg.stage0_latent_reg if first else cfg.latent_reg) * (mean.pow(2).mean() + sigma.pow(2).mean())
         entropy = actor.latent_entropy()
         return {"loss": loss + regulariser - cfg.ent_coef * entropy, "approx_kl": approx_kl(log_ratio),

@@ -68,10 +68,11 @@ class LatentFlowActor(Actor):
         return self.squash_action(self.decode(obs, self.latent.sample(obs, noise)))
 
     # --- the latent policy's likelihood: every latent element, since the decoder mixes the whole chunk ---
-    def latent_log_prob(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log pi(z|s) summed over all horizon x act_dim latent elements: (B,)."""
+    def latent_log_prob(self, mean: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log pi(z|s) of the latent policy's mean mu(s) (`latent.mean(obs)`, which the caller may reuse),
+        summed over all horizon x act_dim latent elements: (B,)."""
         log_std = self.latent.log_std
-        eps = (z - self.latent.mean(obs)) * torch.exp(-log_std)
+        eps = (z - mean) * torch.exp(-log_std)
         return (-0.5 * eps.pow(2) - log_std - 0.5 * LOG_2PI).sum(dim=(1, 2))
 
     def latent_noise_log_prob(self, noise: torch.Tensor) -> torch.Tensor:
