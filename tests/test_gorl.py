@@ -25,8 +25,11 @@ from robopol.policies.latent_flow import LatentFlowActorConfig
 from robopol.runner import Runner
 
 
-def make_gorl(obs_dim: int = 2, act_dim: int = 2, horizon: int = 1, **algo) -> GoRL:
-    actor = LatentFlowActorConfig(hidden=[32, 32], decoder_hidden=[64, 64])
+BOUND = {"flow": 0.1, "ddim": 0.15}  # W1 of the hand-over; DDIM (10 of 20 steps) decodes less exactly (~0.12)
+
+
+def make_gorl(obs_dim: int = 2, act_dim: int = 2, horizon: int = 1, decoder: str = "flow", **algo) -> GoRL:
+    actor = LatentFlowActorConfig(hidden=[32, 32], decoder_hidden=[64, 64], decoder=decoder)
     policy = PolicyConfig(name="gorl", horizon=horizon, n_action_steps=horizon, actor=actor,
                           critic=CriticConfig(hidden=[16]), algo=GoRLConfig(**algo))
     return GoRL(policy, actor.build(ChunkSpec(obs_dim, act_dim, 1, horizon, horizon)))
@@ -71,7 +74,7 @@ def test_decoder_maps_standard_normal_onto_a_two_mode_mixture():
     mode = torch.randint(0, 2, (n, 1)).float() * 4 - 2  # +-2
     target = torch.cat([mode + 0.2 * torch.randn(n, 1), 0.5 + 0.3 * torch.randn(n, 1)], dim=1).unsqueeze(1)
     algo = make_gorl(decoder_steps=1000, decoder_batch=256, decoder_lr=1e-3)
-    algo.decoder_data = {"obs": torch.randn(n, 1, 2), "decoded": target}
+    algo.decoder_data = {"obs": torch.randn(n, 1, 2), "actions": torch.tanh(target)}  # executed: tanh(pre-squash)
     algo.switch_stage()
     assert algo.stage == 1
     with torch.no_grad():
@@ -86,9 +89,10 @@ def test_decoder_maps_standard_normal_onto_a_two_mode_mixture():
     assert (decoded[:, 0, 0].abs() < 1).float().mean() < 0.2
 
 
-def test_stage_switch_hands_the_behaviour_to_a_fresh_latent_policy():
+@pytest.mark.parametrize("decoder", ["flow", "ddim"])
+def test_stage_switch_hands_the_behaviour_to_a_fresh_latent_policy(decoder):
     torch.manual_seed(2)
-    algo = make_gorl(decoder_steps=800, decoder_batch=256, decoder_lr=1e-3)
+    algo = make_gorl(decoder=decoder, decoder_steps=800, decoder_batch=256, decoder_lr=1e-3)
     actor = algo.actor
     with torch.no_grad():  # a previous policy whose actions depend on the state
         actor.latent.mean_net[-1].weight.normal_(0, 0.3)
@@ -97,9 +101,9 @@ def test_stage_switch_hands_the_behaviour_to_a_fresh_latent_policy():
     obs = states.repeat_interleave(1024, dim=0)
     algo.optimizer.state[actor.latent.log_std] = {"step": torch.tensor(3.0)}  # stands for a trained policy's Adam state
     with torch.inference_mode():
-        _, extras = algo.act(obs)
+        actions, _ = algo.act(obs)
     previous = copy.deepcopy(actor)
-    algo.decoder_data = {"obs": obs, "decoded": extras["decoded"].clone()}
+    algo.decoder_data = {"obs": obs, "actions": actions.clone()}
     algo.switch_stage()
 
     assert algo.stage == 1 and actor.latent.log_std.eq(0).all()
@@ -112,7 +116,7 @@ def test_stage_switch_hands_the_behaviour_to_a_fresh_latent_policy():
             fresh_identity = torch.tanh(actor.latent.sample(s, torch.randn(2000, 1, 2)))
             got, without = w1_per_dim(after, before), w1_per_dim(fresh_identity, before)
             print(f"state {state.tolist()}: W1 {got} (fresh latent without the decoder: {without})")
-            assert max(got) < 0.1 and max(without) > 0.25
+            assert max(got) < BOUND[decoder] and max(without) > 0.25
 
 
 def _reach_overrides(**extra: str) -> list[str]:
@@ -135,13 +139,14 @@ def test_gorl_improves_reach_across_a_stage_switch(tmp_path):
     assert after > before + 8, f"gorl: evaluation return {before:.1f} -> {after:.1f}"
 
 
-def test_switched_gorl_checkpoint_exports_with_parity(tmp_path):
+@pytest.mark.parametrize("decoder", ["flow", "ddim"])
+def test_switched_gorl_checkpoint_exports_with_parity(tmp_path, decoder):
     cfg = load_run_config(_reach_overrides(**{"train.total_env_steps": "1024", "policy.algo.stage_env_steps": "[512]",
                                               "policy.algo.decoder_steps": "20", "train.eval_episodes": "1",
-                                              "sim.num_envs": "2"}))
+                                              "sim.num_envs": "2", "policy.actor.decoder": decoder}))
     Runner(cfg, tmp_path / "run").run()
     ckpt = load_checkpoint(tmp_path / "run")
-    assert ckpt.trainer_state()["algo"]["decoder_data"]["decoded"].shape[1:] == (1, 2)
+    assert ckpt.trainer_state()["algo"]["decoder_data"]["actions"].shape[1:] == (1, 2)
     policy = load_policy(ckpt)
     assert int(policy.actor.stage) == 1
     meta = export_checkpoint(tmp_path / "run", tmp_path / "export")

@@ -6,8 +6,9 @@ gradient runs through the decoder. The policy loss adds the latent regulariser
 c * (mean mu^2 + mean sigma^2), which keeps pi(z|s) near the N(0, I) the decoder was trained from.
 Stage 0 uses the identity decoder. When a stage's env steps are spent (`stage_env_steps`), the switch
 (run between iterations, see OnPolicyAlgorithm.between_iterations) rolls the current policy out, keeps
-the executed pre-squash chunks u = g(s, z) with their observations, trains a FRESH decoder by flow
-matching from N(0, I) to them, and starts a FRESH latent policy and a fresh Adam state for it: at its
+the executed action chunks with their observations, trains a FRESH decoder from N(0, I) to them (flow
+matching to their pre-tanh values, or a DDIM decoder's eps prediction), and starts a FRESH latent
+policy and a fresh Adam state for it: at its
 initialisation z ~ N(0, I), so the new decoder reproduces the behaviour the old stage ended with.
 The critic and its optimiser state carry over; the behaviour, hence V, is unchanged by the switch."""
 
@@ -66,14 +67,13 @@ class GoRL(OnPolicyAlgorithm):
 
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
         spec = self.actor.spec
-        return {"latent": (spec.horizon, spec.act_dim), "decoded": (spec.horizon, spec.act_dim), "log_prob": ()}
+        return {"latent": (spec.horizon, spec.act_dim), "log_prob": ()}
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         actor = self.actor
         noise = torch.randn(actor.noise_shape(obs.shape[0]))
         z = actor.latent.sample(obs, noise)
-        u = actor.decode(obs, z)
-        return actor.squash_action(u), {"latent": z, "decoded": u, "log_prob": actor.latent_noise_log_prob(noise)}
+        return actor.act_on_latent(obs, z), {"latent": z, "log_prob": actor.latent_noise_log_prob(noise)}
 
     def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, actor, first = self.cfg, self.actor, self.stage == 0
@@ -97,12 +97,12 @@ class GoRL(OnPolicyAlgorithm):
             return {"stage": float(self.stage)}
         if self.cfg.eval_at_switch:
             evaluate()
-        obs, decoded = [], []
+        obs, actions = [], []
         for _ in range(self.cfg.decoder_rollouts):
             buffer = collect()
             obs.append(buffer.obs[: buffer.pos].flatten(0, 1).clone())
-            decoded.append(buffer.extras["decoded"][: buffer.pos].flatten(0, 1).clone())
-        self.decoder_data = {"obs": torch.cat(obs), "decoded": torch.cat(decoded)}
+            actions.append(buffer.actions[: buffer.pos].flatten(0, 1).clone())
+        self.decoder_data = {"obs": torch.cat(obs), "actions": torch.cat(actions)}
         started = time.perf_counter()
         decoder_loss = self.switch_stage()
         metrics = {"stage": float(self.stage), "decoder_loss": decoder_loss,
@@ -112,26 +112,27 @@ class GoRL(OnPolicyAlgorithm):
         return metrics
 
     def switch_stage(self) -> float:
-        """Train a fresh decoder on `decoder_data`, then start a fresh latent policy and its Adam state;
-        returns the decoder's mean flow-matching loss over its last tenth of steps."""
+        """Train a fresh decoder on `decoder_data` (observations as the policy saw them, executed chunks),
+        then start a fresh latent policy and its Adam state; returns the decoder's mean loss over its last
+        tenth of steps."""
         actor = self.actor
         actor.decoder.load_state_dict(actor.fresh_decoder().state_dict())
         self.decoder_optimizer = self._fresh_decoder_optimizer()
-        loss = self.train_decoder(self.decoder_data["obs"], self.decoder_data["decoded"])
+        loss = self.train_decoder(self.decoder_data["obs"], actor.decoder_target(self.decoder_data["actions"]))
         actor.latent.load_state_dict(actor.fresh_latent().state_dict())
         for p in actor.latent.parameters():
             self.optimizer.state.pop(p, None)
         actor.stage += 1
         return loss
 
-    def train_decoder(self, obs: torch.Tensor, decoded: torch.Tensor) -> float:
-        """Flow matching from N(0, I) to the stored pre-squash chunks: decoder_steps Adam steps on random
-        batches, decoder_noise_samples (t, eps) draws per chunk."""
+    def train_decoder(self, obs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The decoder's loss from N(0, I) to `targets` (LatentFlowActor.decoder_target chunks): decoder_steps
+        Adam steps on random batches, decoder_noise_samples noise draws per chunk."""
         cfg, params = self.cfg, list(self.actor.decoder.parameters())
         tail = []
         for step in range(cfg.decoder_steps):
             idx = torch.randint(len(obs), (min(cfg.decoder_batch, len(obs)),))
-            loss = self.actor.decoder_losses(obs[idx], decoded[idx], cfg.decoder_noise_samples).mean()
+            loss = self.actor.decoder_loss(obs[idx], targets[idx], cfg.decoder_noise_samples)
             for p in params:
                 p.grad = None
             loss.backward()

@@ -1,11 +1,14 @@
-"""GoRL's actor: a Gaussian latent policy pi(z|s) whose latent a conditional flow decoder g(s, z) turns
-into an action chunk, a = squash(g(s, z)).
+"""GoRL's actor: a Gaussian latent policy pi(z|s) whose latent a conditional generative decoder g(s, z)
+turns into an action chunk, a = tanh(g(s, z)).
 
 The latent has the chunk's shape (horizon x act_dim), so stage 0's identity decoder (g(s, z) = z)
-makes the actor a plain Gaussian policy. A later decoder is a flow actor (robopol.policies.flow) used
-as a deterministic map: K Euler steps of its velocity field starting from x_1 = z. Trained by flow
-matching from N(0, I) to a behaviour's (pre-squash) actions, it reproduces that behaviour when z is
-drawn from N(0, I), which is where a freshly initialised latent policy starts (mean ~0, std 1).
+makes the actor a plain Gaussian policy. A later decoder is a generative actor used as a deterministic
+map from its starting noise x = z: a flow actor's K Euler steps (robopol.policies.flow), or, as GoRL's
+variant, a diffusion actor's K DDIM steps with eta = 0 (robopol.policies.diffusion). Trained from
+N(0, I) to a behaviour's actions, it reproduces that behaviour when z is drawn from N(0, I), which is
+where a freshly initialised latent policy starts (mean ~0, std 1). A flow decoder learns the pre-tanh
+actions and its output is squashed; a DDIM decoder clips its clean-chunk estimates to [-1, 1], so it
+learns the executed actions themselves and its output goes to the env as it is.
 
 `stage` (a buffer, so it travels in the checkpoint's weights) says which decoder is in use: 0 is the
 identity. One graph serves everything: `sample(obs, noise)` draws z = mu(s) + sigma * noise and decodes
@@ -20,9 +23,12 @@ from dataclasses import dataclass
 import torch
 
 from robopol.config import ActorConfig
+from robopol.errors import ConfigError
 from robopol.policies.base import LOG_2PI, Actor, ChunkSpec
+from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
 from robopol.policies.gaussian import GaussianActor
+from robopol.policies.generative import GenerativeActor, run_steps
 from robopol.policies.networks import ACTIVATIONS
 from robopol.typed_config import field
 
@@ -33,29 +39,46 @@ class LatentFlowActor(Actor):
     def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
                  init_log_std: float = 0.0, decoder_hidden: Sequence[int] = (128, 128, 128, 128),
                  decoder_activation: str = "mish", flow_steps: int = 10, time_dim: int = 16,
-                 squash: str = "tanh") -> None:
+                 squash: str = "tanh", decoder: str = "flow", denoising_steps: int = 20) -> None:
         super().__init__(spec)
         self.latent_args = (hidden, activation, init_log_std)
-        self.decoder_args = (decoder_hidden, flow_steps, time_dim, decoder_activation)
+        self.decoder_kind, self.denoising_steps = decoder, denoising_steps
+        self.decoder_hidden, self.flow_steps, self.time_dim, self.decoder_activation = (
+            decoder_hidden, flow_steps, time_dim, decoder_activation)
         self.squash = squash
         self.latent = GaussianActor(spec, *self.latent_args)
-        self.decoder = FlowActor(spec, *self.decoder_args)
+        self.decoder = self.fresh_decoder()
         self.register_buffer("stage", torch.zeros((), dtype=torch.int64))
 
     def fresh_latent(self) -> GaussianActor:
         """A newly initialised latent policy (mean ~0, std exp(init_log_std)) of this actor's settings."""
         return GaussianActor(self.spec, *self.latent_args)
 
-    def fresh_decoder(self) -> FlowActor:
-        """A newly initialised flow decoder of this actor's settings."""
-        return FlowActor(self.spec, *self.decoder_args)
+    def fresh_decoder(self) -> GenerativeActor:
+        """A newly initialised decoder of this actor's settings."""
+        if self.decoder_kind == "ddim":
+            return DiffusionActor(self.spec, self.decoder_hidden, self.denoising_steps, ddim_steps=self.flow_steps,
+                                  ddim_eta=0.0, time_dim=self.time_dim, activation=self.decoder_activation)
+        return FlowActor(self.spec, self.decoder_hidden, self.flow_steps, self.time_dim, self.decoder_activation)
 
     def noise_shape(self, batch: int) -> tuple[int, ...]:
         return self.latent.noise_shape(batch)
 
     def decode(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """g(s, z), before the squash: z itself in stage 0, else the flow's Euler ODE from x_1 = z."""
-        return z if int(self.stage) == 0 else self.decoder.sample(obs, z)
+        """g(s, z): z itself in stage 0, else the decoder's K deterministic steps from x = z."""
+        if int(self.stage) == 0:
+            return z
+        return run_steps(self.decoder, obs, z, keep_from=self.decoder.num_sampling_steps)[-1]
+
+    def act_on_latent(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The action chunk the env sees for latent z: the squashed decoding, or a DDIM decoder's own output."""
+        u = self.decode(obs, z)
+        return u if self.decoder_kind == "ddim" and int(self.stage) > 0 else self.squash_action(u)
+
+    def decoder_target(self, actions: torch.Tensor) -> torch.Tensor:
+        """What a decoder learns from executed action chunks: the pre-squash chunks for a flow decoder,
+        the chunks themselves for a DDIM decoder."""
+        return actions if self.decoder_kind == "ddim" else self.unsquash_action(actions)
 
     def squash_action(self, u: torch.Tensor) -> torch.Tensor:
         """What the env sees of a decoded chunk: tanh(u), or u as is (the normaliser clips it to the bounds)."""
@@ -65,7 +88,7 @@ class LatentFlowActor(Actor):
         return torch.atanh(actions.clamp(-ATANH_LIMIT, ATANH_LIMIT)) if self.squash == "tanh" else actions
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.squash_action(self.decode(obs, self.latent.sample(obs, noise)))
+        return self.act_on_latent(obs, self.latent.sample(obs, noise))
 
     # --- the latent policy's likelihood: every latent element, since the decoder mixes the whole chunk ---
     def latent_log_prob(self, mean: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -82,15 +105,14 @@ class LatentFlowActor(Actor):
     def latent_entropy(self) -> torch.Tensor:
         return (self.latent.log_std + 0.5 * (1.0 + LOG_2PI)).sum()
 
-    def decoder_losses(self, obs: torch.Tensor, u: torch.Tensor, noise_samples: int) -> torch.Tensor:
-        """The decoder's flow-matching losses (B, noise_samples) from N(0, I) to pre-squash chunks u."""
-        t = torch.rand(u.shape[0], noise_samples)
-        eps = torch.randn(u.shape[0], noise_samples, *u.shape[1:])
-        return self.decoder.cfm_losses(obs, u, t, eps)
+    def decoder_loss(self, obs: torch.Tensor, targets: torch.Tensor, noise_samples: int) -> torch.Tensor:
+        """The decoder's own training loss (flow matching, or eps prediction) from N(0, I) to `targets`
+        (`decoder_target` chunks), with noise_samples noise (and time) draws per chunk."""
+        return self.decoder.loss(obs.repeat_interleave(noise_samples, 0), targets.repeat_interleave(noise_samples, 0))
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Behaviour cloning of the decoder: with z ~ N(0, I) the actor then reproduces the demonstrations."""
-        return self.decoder_losses(obs, self.unsquash_action(actions), 1).mean()
+        return self.decoder_loss(obs, self.decoder_target(actions), 1)
 
 
 @dataclass
@@ -103,7 +125,16 @@ class LatentFlowActorConfig(ActorConfig):
     time_dim: int = field(16, ge=2)
     squash: str = field("tanh", choices=("tanh", "none"),
                         doc="tanh: the env sees tanh(g(s, z)) (GoRL); none: g(s, z) clipped to the task's bounds")
+    decoder: str = field("flow", choices=("flow", "ddim"),
+                         doc="flow: K Euler steps of a flow; ddim: K deterministic DDIM steps of a diffusion model")
+    denoising_steps: int = field(20, ge=1, doc="ddim: the diffusion's training timesteps, of which it samples flow_steps")
+
+    def __post_init__(self) -> None:
+        if self.decoder == "ddim" and self.flow_steps > self.denoising_steps:
+            raise ConfigError(f"policy.actor.flow_steps: {self.flow_steps} exceeds denoising_steps={self.denoising_steps} "
+                              "of the DDIM decoder")
 
     def build(self, spec: ChunkSpec) -> LatentFlowActor:
         return LatentFlowActor(spec, self.hidden, self.activation, self.init_log_std, self.decoder_hidden,
-                               self.decoder_activation, self.flow_steps, self.time_dim, self.squash)
+                               self.decoder_activation, self.flow_steps, self.time_dim, self.squash, self.decoder,
+                               self.denoising_steps)
