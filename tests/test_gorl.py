@@ -24,7 +24,6 @@ from robopol.policies.base import ChunkSpec
 from robopol.policies.latent_flow import LatentFlowActorConfig
 from robopol.runner import Runner
 
-
 BOUND = {"flow": 0.1, "ddim": 0.15}  # W1 of the hand-over; DDIM (10 of 20 steps) decodes less exactly (~0.12)
 
 
