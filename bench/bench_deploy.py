@@ -1,7 +1,7 @@
 """Deploy benchmark (run by hand, not in CI): inference latency per backend, and the control loop
 against two robot sides, the C reference robot and the Python simulated robot.
 
-    python bench/bench_deploy.py [--parts inference loop] [--cycles 10000] [--calls 3000] [--rates 100 500]
+    python bench/bench_deploy.py [--parts inference loop unet] [--cycles 10000] [--calls 3000] [--rates 100 500]
 
 1. inference: latency, one thread, batch 1, of eager PyTorch vs TorchScript vs ONNX Runtime for a
    state-based flow policy (K=10 Euler steps, chunk 8) and diffusion policies (DDIM 5, DDPM 20).
@@ -14,6 +14,9 @@ against two robot sides, the C reference robot and the Python simulated robot.
    ACTION's transit (robot's receive time minus the ACTION's header timestamp); both sides read
    CLOCK_MONOTONIC of this machine. The end-to-end figure includes the wait for the loop's next tick,
    which depends on the phase between robot and loop clocks. The 1-minute load average is recorded.
+3. unet: latency of the temporal U-Net recipes (policies/bc_flow_unet.yaml: Euler 10,
+   bc_diffusion_unet.yaml: DDIM 10) beside the same samplers on the MLP (256x3), at their chunking
+   (2 frames observed, 16 actions predicted) and PushT's keypoint observation size, eager and ONNX.
 Writes bench/out/bench_deploy.json (a part that ran replaces its section, the others are kept),
 bench/out/bench_deploy.png (inference), bench/out/bench_deploy_loop.png (loop) and prints markdown tables."""
 
@@ -112,7 +115,7 @@ def percentiles(ms: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["inference", "loop"], choices=["inference", "loop"])
+    parser.add_argument("--parts", nargs="+", default=["inference", "loop", "unet"], choices=["inference", "loop", "unet"])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
@@ -125,6 +128,8 @@ def main() -> None:
     if "inference" in args.parts:
         results["latency_ms"], samples = inference_part(args.calls)
         plot_inference(samples)
+    if "unet" in args.parts:
+        results["unet_latency_ms"] = unet_part(args.calls)
     if "loop" in args.parts:
         results["loop"] = loop_part(args.rates, args.cycles)
         plot_loop(results["loop"])
@@ -144,6 +149,27 @@ def inference_part(calls: int) -> tuple[dict, dict]:
     return out, samples
 
 
+def unet_part(calls: int) -> dict:
+    """The U-Net recipes against the MLP with the same sampler and chunking, one after another; the
+    1-minute load average before and after is recorded."""
+    from robopol.config import load_run_config
+
+    obs_dim = 20  # PushT keypoints: 9 block keypoints + the agent, (x, y) each
+    out: dict = {"load_avg_1min": [os.getloadavg()[0]]}
+    for recipe in ("bc_flow_unet", "bc_diffusion_unet"):
+        cfg = load_run_config(["task=pusht", f"policy={recipe}"]).policy
+        spec = ChunkSpec(obs_dim, 2, cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps)
+        norm = Normalizer(obs_dim, -np.ones(2), np.ones(2))
+        for backbone in ("unet", "mlp"):
+            torch.manual_seed(0)
+            actor_cfg = type(cfg.actor)(**{**to_dict(cfg.actor), "backbone": backbone, "hidden": [256, 256, 256]})
+            policy = PolicyBundle({"actor": actor_cfg.build(spec)}, norm).eval()
+            for kind in ("eager", "onnx"):
+                out[f"{recipe} / {backbone} / {kind}"] = percentiles(latency(load_backend(kind, policy), calls))
+    out["load_avg_1min"].append(os.getloadavg()[0])
+    return out
+
+
 def loop_part(rates: list[float], cycles: int) -> dict:
     spec = ChunkSpec(4, 1, N_OBS, HORIZON, N_ACT)
     torch.manual_seed(0)
@@ -155,6 +181,11 @@ def loop_part(rates: list[float], cycles: int) -> dict:
 
 
 def print_tables(results: dict) -> None:
+    if "unet_latency_ms" in results:
+        print("| recipe / backbone / backend | p50 ms | p99 ms |\n|---|---|---|")
+        for key, v in results["unet_latency_ms"].items():
+            if key != "load_avg_1min":
+                print(f"| {key} | {v['p50']:.3f} | {v['p99']:.3f} |")
     if "latency_ms" in results:
         print("| policy / backend | p50 ms | p99 ms |\n|---|---|---|")
         for key, v in results["latency_ms"].items():

@@ -22,16 +22,19 @@ from robopol.policies.base import ChunkSpec
 from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
 from robopol.policies.bundle import PolicyBundle
+from robopol.policies.unet import TemporalUnet
 
 
 def tiny_policy(kind: str = "flow", obs_dim: int = 4, act_dim: int = 1, horizon: int = 8, n_action_steps: int = 4,
-                n_obs_steps: int = 2, bound: float = 3.0, seed: int = 0) -> PolicyBundle:
-    """flow (K=10), ddim (5 of 20) or ddpm (20): small random networks, the real sampler code."""
+                n_obs_steps: int = 2, bound: float = 3.0, seed: int = 0, backbone: str = "mlp") -> PolicyBundle:
+    """flow (K=10), ddim (5 of 20) or ddpm (20): small random networks (an MLP, or a two-level U-Net
+    with backbone="unet"), the real sampler code."""
     torch.manual_seed(seed)
     spec = ChunkSpec(obs_dim, act_dim, n_obs_steps, horizon, n_action_steps)
-    actor = {"flow": lambda: FlowActor(spec, hidden=(32, 32), num_steps=10),
-             "ddim": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20, ddim_steps=5),
-             "ddpm": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20)}[kind]()
+    net = TemporalUnet(obs_dim, n_obs_steps, act_dim, horizon, (8, 16), 3, 4, 8) if backbone == "unet" else None
+    actor = {"flow": lambda: FlowActor(spec, hidden=(32, 32), num_steps=10, net=net),
+             "ddim": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20, ddim_steps=5, net=net),
+             "ddpm": lambda: DiffusionActor(spec, hidden=(32, 32), denoising_steps=20, net=net)}[kind]()
     return PolicyBundle({"actor": actor}, Normalizer(obs_dim, -bound * np.ones(act_dim), bound * np.ones(act_dim))).eval()
 
 

@@ -110,11 +110,12 @@ def test_nan_policy_holds_and_raises(tmp_path):  # the policy, not an observatio
     assert robot.sent and np.allclose(robot.sent[-1], cfg.hold_action) and np.all(np.isfinite(robot.sent))
 
 
-@pytest.mark.parametrize("ensemble", [False, True])
-def test_chunked_policy_runs_with_queue_and_ensembling(tmp_path, ensemble):
+@pytest.mark.parametrize("ensemble, backbone", [(False, "mlp"), (True, "mlp"), (False, "unet")])
+def test_chunked_policy_runs_with_queue_and_ensembling(tmp_path, ensemble, backbone):
     cfg = pendulum_config(**{"chunking.temporal_ensemble": ensemble, "chunking.queue_threshold": 2})
     robot = ScriptedRobot(cfg.obs_dim, cfg.act_dim)
-    loop = ControlLoop(robot, load_backend("onnx", tiny_policy(horizon=8, n_action_steps=4)), cfg, tmp_path / "l.csv")
+    policy = tiny_policy(horizon=8, n_action_steps=4, backbone=backbone)
+    loop = ControlLoop(robot, load_backend("onnx", policy), cfg, tmp_path / "l.csv")
     summary = loop.run(cycles=100)
     assert summary["starved_cycles"] <= 1 and summary["chunks"] >= 100 // 4
     assert len(robot.sent) == 101 and np.all(np.abs(np.asarray(robot.sent)) <= 3.0)

@@ -16,9 +16,10 @@ from robopol.hardware.backend import EagerBackend, load_exported
 ATOL = 1e-4
 
 
-@pytest.mark.parametrize("kind", ["flow", "ddim", "ddpm"])
-def test_exports_match_pytorch_on_same_noise(tmp_path, kind):
-    policy = tiny_policy(kind)
+@pytest.mark.parametrize("kind, backbone", [("flow", "mlp"), ("ddim", "mlp"), ("ddpm", "mlp"), ("flow", "unet"),
+                                            ("ddim", "unet")])
+def test_exports_match_pytorch_on_same_noise(tmp_path, kind, backbone):
+    policy = tiny_policy(kind, backbone=backbone)
     meta = export_policy(policy, tmp_path, source="in-memory", control_rate_hz=25.0)
     eager = EagerBackend(policy)
     rng = np.random.default_rng(123)

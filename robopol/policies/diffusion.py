@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robopol.config import ActorConfig
 from robopol.errors import ConfigError
+from robopol.policies.backbones import GenerativeActorConfig
 from robopol.policies.base import ChunkSpec
 from robopol.policies.generative import GenerativeActor, Hook, at_step, run_steps, velocity_from_eps, vp_flow_grid
 from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
@@ -37,11 +37,12 @@ class DiffusionActor(GenerativeActor):
     def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (256, 256), denoising_steps: int = 20,
                  ddim_steps: int = 0, ft_denoising_steps: int = 0, ddim_eta: float = 1.0,
                  min_sampling_std: float = 0.1, min_logprob_std: float = 0.1, noise_clip: float = 3.0,
-                 time_dim: int = 16, activation: str = "mish") -> None:
+                 time_dim: int = 16, activation: str = "mish", net: nn.Module | None = None) -> None:
+        """`net` replaces the default MLP eps network (hidden, time_dim, activation) when given."""
         super().__init__(spec)
         self.denoising_steps = denoising_steps
-        self.model = TimeConditionedMLP(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon,
-                                        hidden, time_dim, activation)
+        self.model = net if net is not None else TimeConditionedMLP(
+            spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, hidden, time_dim, activation)
         self.ft_model: nn.Module | None = None
         self.min_sampling_std, self.min_logprob_std, self.noise_clip = min_sampling_std, min_logprob_std, noise_clip
         self._build_schedule(ddim_steps, ddim_eta)
@@ -151,7 +152,7 @@ class DiffusionActor(GenerativeActor):
 
 
 @dataclass
-class DiffusionActorConfig(ActorConfig):
+class DiffusionActorConfig(GenerativeActorConfig):
     type: str = "diffusion"
     activation: str = field("mish", choices=tuple(ACTIVATIONS))
     denoising_steps: int = field(20, ge=1)
@@ -160,9 +161,9 @@ class DiffusionActorConfig(ActorConfig):
     ddim_eta: float = field(1.0, ge=0)
     min_sampling_std: float = field(0.1, ge=0)
     min_logprob_std: float = field(0.1, gt=0)
-    time_dim: int = field(16, ge=2)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.ddim_steps > self.denoising_steps:
             raise ConfigError(f"policy.actor.ddim_steps: {self.ddim_steps} exceeds denoising_steps={self.denoising_steps}")
         sampling = self.ddim_steps or self.denoising_steps
@@ -172,4 +173,4 @@ class DiffusionActorConfig(ActorConfig):
     def build(self, spec: ChunkSpec) -> DiffusionActor:
         return DiffusionActor(spec, self.hidden, self.denoising_steps, self.ddim_steps, self.ft_denoising_steps,
                               self.ddim_eta, self.min_sampling_std, self.min_logprob_std, time_dim=self.time_dim,
-                              activation=self.activation)
+                              activation=self.activation, net=self.network(spec))

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from robopol.config import ActorConfig
+from robopol.policies.backbones import GenerativeActorConfig
 from robopol.policies.base import ChunkSpec
 from robopol.policies.generative import GenerativeActor, Hook, at_step, eps_from_velocity, run_steps
 from robopol.policies.networks import ACTIVATIONS, TimeConditionedMLP
@@ -24,12 +25,14 @@ class FlowActor(GenerativeActor):
     prediction = "velocity"
 
     def __init__(self, spec: ChunkSpec, hidden: Sequence[int] = (256, 256), num_steps: int = 10,
-                 time_dim: int = 16, activation: str = "mish", sigma_scale: float = 0.05) -> None:
+                 time_dim: int = 16, activation: str = "mish", sigma_scale: float = 0.05,
+                 net: nn.Module | None = None) -> None:
+        """`net` replaces the default MLP velocity network (hidden, time_dim, activation) when given."""
         super().__init__(spec)
         self.num_sampling_steps = num_steps
         self.dt = 1.0 / num_steps
-        self.velocity_net = TimeConditionedMLP(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon,
-                                               hidden, time_dim, activation)
+        self.velocity_net = net if net is not None else TimeConditionedMLP(
+            spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, hidden, time_dim, activation)
         self.sigma_scale = sigma_scale
         times = [1.0 - i * self.dt for i in range(num_steps)] + [0.0]
         self.register_buffer("flow_t", torch.tensor(times), persistent=False)
@@ -97,11 +100,10 @@ class FlowActor(GenerativeActor):
 
 
 @dataclass
-class FlowActorConfig(ActorConfig):
+class FlowActorConfig(GenerativeActorConfig):
     type: str = "flow"
     activation: str = field("mish", choices=tuple(ACTIVATIONS))
     flow_steps: int = field(10, ge=1)
-    time_dim: int = field(16, ge=2)
 
     def build(self, spec: ChunkSpec) -> FlowActor:
-        return FlowActor(spec, self.hidden, self.flow_steps, self.time_dim, self.activation)
+        return FlowActor(spec, self.hidden, self.flow_steps, self.time_dim, self.activation, net=self.network(spec))
