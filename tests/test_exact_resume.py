@@ -8,7 +8,7 @@ import pytest
 from robopol.config import load_run_config
 from robopol.runner import Runner, resume
 
-TIMINGS = {"steps_per_second", "wall_time"}
+TIMINGS = {"steps_per_second", "wall_time", "decoder_seconds"}
 
 
 def _rows(run):
@@ -20,6 +20,11 @@ def _rows(run):
     ("hopper", "sac", ["train.rollout_steps=100", "train.total_env_steps=600", "policy.algo.learning_starts=150",
                        "policy.algo.batch_size=32", "policy.actor.hidden=[32,32]", "policy.critic.hidden=[32,32]"]),
     ("reach", "fpo", ["sim.num_envs=2", "train.rollout_steps=40", "train.total_env_steps=400"]),
+    # stage switches (rollout, decoder training, fresh latent policy) in the second iteration, before the kill,
+    # and in the fourth, after the resume
+    ("reach", "gorl", ["sim.num_envs=2", "train.rollout_steps=40", "train.total_env_steps=560",
+                       "policy.algo.stage_env_steps=[160,240]", "policy.algo.decoder_steps=20", "policy.algo.decoder_batch=64",
+                       "policy.algo.decoder_rollouts=1"]),
 ])
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_train_csv(task, policy, extra, tmp_path, monkeypatch):
     overrides = [f"task={task}", f"policy={policy}", *extra, "train.eval_every=0", "train.eval_episodes=1",
