@@ -8,7 +8,7 @@ import pytest
 from robopol.config import load_run_config
 from robopol.runner import Runner, resume
 
-TIMINGS = {"steps_per_second", "wall_time"}
+TIMINGS = {"steps_per_second", "wall_time", "decoder_seconds"}
 
 
 def _rows(run):
@@ -24,6 +24,11 @@ def _rows(run):
                                 "policy.algo.learning_starts=40", "policy.algo.batch_size=16", "policy.algo.group_states=4",
                                 "policy.algo.group_size=4", "policy.algo.q_heads=3", "policy.actor.hidden=[16,16]",
                                 "policy.critic.hidden=[16]"]),
+    # stage switches (rollout, decoder training, fresh latent policy) in the second iteration, before the kill,
+    # and in the fourth, after the resume
+    ("reach", "gorl", ["sim.num_envs=2", "train.rollout_steps=40", "train.total_env_steps=560",
+                       "policy.algo.stage_env_steps=[160,240]", "policy.algo.decoder_steps=20", "policy.algo.decoder_batch=64",
+                       "policy.algo.decoder_rollouts=1"]),
 ])
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_train_csv(task, policy, extra, tmp_path, monkeypatch):
     overrides = [f"task={task}", f"policy={policy}", *extra, "train.eval_every=0", "train.eval_episodes=1",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,14 @@ class OnPolicyAlgorithm(Algorithm):
     @abc.abstractmethod
     def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
         """{'loss', 'approx_kl', 'clip_fraction'} of a minibatch under the current actor."""
+
+    def between_iterations(self, env_steps: int, collect: Callable[[], RolloutBuffer],
+                           evaluate: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """Work between one iteration's update and the next rollout (GoRL's stage switch), with the run's
+        `env_steps` so far; `collect()` rolls the current policy out into the loop's buffer (its env steps
+        count), `evaluate()` logs an evaluation row now. Returns metrics for the iteration's train.csv row;
+        nothing by default."""
+        return {}
 
     def modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor, "critic": self.critic}

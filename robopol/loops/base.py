@@ -33,6 +33,10 @@ class RunState(Protocol):
         """The context updates run in (train.autocast)."""
         ...
 
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate the current policy now and log an eval row at the current env steps."""
+        ...
+
 
 class Loop(abc.ABC):
     stream = "train"  # the CSV / TensorBoard stream its metrics go to

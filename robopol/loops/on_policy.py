@@ -28,11 +28,12 @@ class OnPolicyLoop(OnlineLoop):
         self.collect()
         with self.runner.precision():
             metrics = self.algo.update(self.buffer, progress=progress)
+        metrics.update(self.algo.between_iterations(self.runner.env_steps, self.collect, self.runner.evaluate))
         return self.runner.env_steps - before, {**metrics, **self.episode_metrics()}
 
     @torch.inference_mode()
-    def collect(self) -> None:
-        """Fill the rollout buffer with one chunk step per env per slot, then compute GAE."""
+    def collect(self) -> RolloutBuffer:
+        """Fill the rollout buffer with one chunk step per env per slot, then compute GAE; returns it."""
         algo, norm, gamma = self.algo, self.runner.normalizer, self.algo.cfg.gamma
         self.buffer.reset()
         for _ in range(self.runner.cfg.train.rollout_steps):
@@ -51,6 +52,7 @@ class OnPolicyLoop(OnlineLoop):
                             **extras)
         last_values = algo.value(norm.normalize_obs(self.obs))
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
+        return self.buffer
 
     def state_dict(self) -> dict[str, Any]:
         return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
