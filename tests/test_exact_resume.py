@@ -20,6 +20,10 @@ def _rows(run):
     ("hopper", "sac", ["train.rollout_steps=100", "train.total_env_steps=600", "policy.algo.learning_starts=150",
                        "policy.algo.batch_size=32", "policy.actor.hidden=[32,32]", "policy.critic.hidden=[32,32]"]),
     ("reach", "fpo", ["sim.num_envs=2", "train.rollout_steps=40", "train.total_env_steps=400"]),
+    ("reach", "ogpo_finetune", ["sim.num_envs=2", "train.rollout_steps=10", "train.total_env_steps=480",
+                                "policy.algo.learning_starts=40", "policy.algo.batch_size=16", "policy.algo.group_states=4",
+                                "policy.algo.group_size=4", "policy.algo.q_heads=3", "policy.actor.hidden=[16,16]",
+                                "policy.critic.hidden=[16]"]),
     # stage switches (rollout, decoder training, fresh latent policy) in the second iteration, before the kill,
     # and in the fourth, after the resume
     ("reach", "gorl", ["sim.num_envs=2", "train.rollout_steps=40", "train.total_env_steps=560",

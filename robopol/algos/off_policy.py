@@ -42,6 +42,11 @@ class Replay:
             batch["reward"] = batch["reward"] / self.reward_scaler.std
         return batch
 
+    def sample_successes(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A batch from successful episodes (OGPO's success buffer), or from all of the replay while
+        none has succeeded yet."""
+        return self.sample(batch_size, view="success" if self.store.num_successful else "all")
+
 
 class OffPolicyAlgorithm(Algorithm):
     loop = "off_policy"

@@ -104,6 +104,8 @@ class FlowActorConfig(GenerativeActorConfig):
     type: str = "flow"
     activation: str = field("mish", choices=tuple(ACTIVATIONS))
     flow_steps: int = field(10, ge=1)
+    sigma_scale: float = field(0.05, gt=0, doc="std scale of the stochastic chain's steps (OGPO's sigma_t)")
 
     def build(self, spec: ChunkSpec) -> FlowActor:
-        return FlowActor(spec, self.hidden, self.flow_steps, self.time_dim, self.activation, net=self.network(spec))
+        return FlowActor(spec, self.hidden, self.flow_steps, self.time_dim, self.activation, self.sigma_scale,
+                         net=self.network(spec))
