@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from robopol.errors import RobopolError
 
@@ -67,7 +68,7 @@ def session(device: torch.device, timeout_s: float) -> Iterator[None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    hook = torch.optim.optimizer.register_optimizer_step_pre_hook(_average_gradients)
+    hook = register_optimizer_step_pre_hook(_average_gradients)
     try:
         yield
     except (RuntimeError, dist.DistBackendError) as exc:
