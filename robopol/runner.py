@@ -18,9 +18,9 @@ import copy
 import json
 import random
 import time
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np

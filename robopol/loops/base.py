@@ -18,7 +18,6 @@ from robopol.policies.base import ChunkSpec
 from robopol.run_logger import RunLogger
 from robopol.sim import env_state
 
-
 RANK_ENV_SEED_STRIDE = 10_000_000  # rank r's env i starts from seed + r * stride + i: no rank repeats another's
 
 
