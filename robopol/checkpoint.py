@@ -42,7 +42,7 @@ TRAINER_STATE_FILES = ("trainer_state.safetensors", "trainer_state.json")  # ver
 def _split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Nested state (dicts, lists, tensors, numbers) -> JSON with tensors moved into `tensors`."""
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().contiguous().clone()
+        tensors[prefix] = obj.detach().contiguous().cpu().clone()
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
         return {"__dict__": [[_split_state(k, f"{prefix}.k{i}", tensors), _split_state(v, f"{prefix}.{i}", tensors)]
@@ -106,7 +106,7 @@ def save_checkpoint(run_dir: Path, config: RunConfig, spec: ChunkSpec, env_steps
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step_{env_steps if step is None else step:012d}"
     with atomic_output(root / name, directory=True) as folder:
-        weights = {f"{m}.{k}": v.detach().contiguous() for m, module in modules.items() for k, v in module.state_dict().items()}
+        weights = {f"{m}.{k}": v.detach().contiguous().cpu() for m, module in modules.items() for k, v in module.state_dict().items()}
         save_file(weights, folder / "model.safetensors", metadata={"format_version": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, "env_steps": env_steps, "spec": spec.__dict__, "config": to_dict(config)}
         (folder / "config.json").write_text(json.dumps(meta, indent=2))

@@ -141,6 +141,15 @@ class TrainConfig:
                           doc="bf16: updates run their matrix products in bfloat16 (torch.autocast), about 2x "
                               "faster on CPUs with AVX512-BF16 or AMX; weights, optimiser state and acting stay fp32")
     progress: bool = True
+    device: str = field("cpu", doc="where networks, optimisers and updates run: auto (cuda when a GPU is visible), "
+                                   "cpu, cuda or cuda:N; envs always step on the CPU")
+    dist_timeout_s: float = field(600.0, gt=0, doc="multi-process runs (torchrun): how long a rank waits on another "
+                                                    "before stopping with an error; must exceed an evaluation's length")
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"train.device: {self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N "
+                              "(N a GPU index)")
 
 
 @dataclass

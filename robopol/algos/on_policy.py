@@ -75,6 +75,9 @@ class OnPolicyAlgorithm(Algorithm):
         self.optimizer = torch.optim.Adam([{"params": [p for p in actor.parameters() if p.requires_grad], "lr": cfg.lr},
                                            {"params": list(critic.parameters()), "lr": cfg.critic_lr}], eps=1e-5, fused=True)
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # Clipped as the step's own pre-hook, so a multi-process run clips the gradient averaged over
+        # ranks (robopol.distributed's global pre-hook runs first).
+        self.optimizer.register_step_pre_hook(self._clip_gradients)
         self.iteration = 0
         self.minibatch_loss = torch.compile(self._minibatch_loss) if cfg.compile else self._minibatch_loss
 
@@ -123,8 +126,7 @@ class OnPolicyAlgorithm(Algorithm):
                 for p in self.parameters:  # optimizer.zero_grad(set_to_none=True) without its profiling wrapper
                     p.grad = None
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
-                self.optimizer.step()  # during critic warm-up the actor has no gradients, so Adam skips it
+                self.optimizer.step()  # clips first (_clip_gradients); a frozen actor (critic warm-up) has no grads
                 stats["value_loss"].append(value_loss.detach())
             if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
                 break
@@ -133,6 +135,9 @@ class OnPolicyAlgorithm(Algorithm):
         returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
         out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
         return out
+
+    def _clip_gradients(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        nn.utils.clip_grad_norm_(self.parameters, self.cfg.max_grad_norm, foreach=True)
 
     def _minibatch_loss(self, batch: dict[str, torch.Tensor], train_actor: bool
                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

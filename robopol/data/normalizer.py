@@ -8,12 +8,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from robopol import distributed
+
 
 class Normalizer(nn.Module):
     """obs -> clip((obs - mean) / std, +-clip); actions in [-1, 1] <-> env units [low, high].
 
     Running statistics (Chan et al. parallel update) serve RL from scratch; `fit` sets them from
-    demonstrations for behaviour cloning. Buffers, so they are saved with the weights."""
+    demonstrations for behaviour cloning. Buffers, so they are saved with the weights. Under torchrun a
+    batch's moments are first merged over ranks, so every rank holds the statistics of all ranks' envs."""
 
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, clip_obs: float = 10.0,
                  eps: float = 1e-8) -> None:
@@ -31,6 +34,7 @@ class Normalizer(nn.Module):
         flat = obs.reshape(-1, obs.shape[-1]).double()
         n = flat.shape[0]
         var, mean = torch.var_mean(flat, dim=0, unbiased=False)
+        mean, var, n = distributed.merge_moments(mean, var, n)
         total = self.count + n
         delta = mean - self.obs_mean.double()
         new_mean = self.obs_mean.double() + delta * n / total
@@ -88,6 +92,9 @@ class RewardScaler:
         n = x.shape[0]
         mean = np.add.reduce(x) / n
         var = np.add.reduce(np.square(x - mean)) / n
+        if distributed.active():  # every rank scales by the discounted returns of all ranks' envs
+            merged_mean, merged_var, n = distributed.merge_moments(torch.tensor([mean]), torch.tensor([var]), n)
+            mean, var = float(merged_mean), float(merged_var)
         total = self.count + n
         delta = mean - self.mean
         self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total

@@ -8,23 +8,28 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from robopol import distributed
 from robopol.algos.base import Algorithm
 from robopol.config import RunConfig
 from robopol.data.normalizer import Normalizer
+from robopol.device import cpu_side
 from robopol.loops.env_batch import EnvStep, make_env_batch
 from robopol.policies.base import ChunkSpec
 from robopol.run_logger import RunLogger
 from robopol.sim import env_state
+
+RANK_ENV_SEED_STRIDE = 10_000_000  # rank r's env i starts from seed + r * stride + i: no rank repeats another's
 
 
 class RunState(Protocol):
     """What a loop may read and advance of the Runner that drives it."""
 
     cfg: RunConfig
+    device: torch.device  # the learner's (train.device); envs stay on the CPU
     spec: ChunkSpec
     normalizer: Normalizer
     algo: Algorithm
-    logger: RunLogger
+    logger: RunLogger | None  # rank 0's alone
     env_steps: int  # advanced by the online loops as they step envs
     progress: int
     iteration: int
@@ -42,6 +47,7 @@ class Loop(abc.ABC):
     stream = "train"  # the CSV / TensorBoard stream its metrics go to
     unit = "step"  # what progress counts: env steps (online) or gradient steps (offline)
     evaluates_in_run = True  # evaluate every train.eval_every iterations, not only at the end
+    progress_per_rank = False  # whether each rank's progress is its own share (its envs' steps) of the run's
 
     def __init__(self, runner: RunState) -> None:
         self.runner = runner
@@ -78,12 +84,16 @@ class Loop(abc.ABC):
 class OnlineLoop(Loop):
     """A seeded batch of envs (robopol.loops.env_batch: Gymnasium's vector, or a tensor env without numpy),
     the observation normaliser's running statistics, and episode-return tracking; `env_step` executes
-    normalised action chunks and counts env steps. Everything here is a torch tensor."""
+    normalised action chunks and counts env steps. Everything here is a torch tensor, on the learner's
+    device. Under torchrun each rank steps its own envs, seeded apart, and counts its own env steps."""
+
+    progress_per_rank = True
 
     def __init__(self, runner: RunState) -> None:
         super().__init__(runner)
         cfg = runner.cfg
-        self.envs = make_env_batch(cfg)
+        with cpu_side(runner.device):
+            self.envs = make_env_batch(cfg, runner.device)
         # A behaviour-cloned actor keeps the normaliser it was trained with.
         self.update_obs_stats = cfg.sim.normalize_obs and not cfg.train.pretrained
         self.episode_returns = torch.zeros(cfg.sim.num_envs, dtype=torch.float64)
@@ -99,10 +109,13 @@ class OnlineLoop(Loop):
         if self.restored is not None:
             for env, state in zip(self.envs.envs.envs, self.restored["envs"]):  # type: ignore[attr-defined]
                 env_state.restore(env, state)
-            self.obs, self.episode_returns = self.restored["obs"].clone(), self.restored["episode_returns"].clone()
+            device = self.runner.device
+            self.obs = self.restored["obs"].to(device, copy=True)
+            self.episode_returns = self.restored["episode_returns"].to(device, copy=True)
             return
         cfg, iteration = self.runner.cfg, self.runner.iteration
-        self.obs = self.envs.reset(seed=cfg.train.seed * 1000 + iteration * 100)
+        rank_offset = distributed.rank() * RANK_ENV_SEED_STRIDE
+        self.obs = self.envs.reset(seed=cfg.train.seed * 1000 + iteration * 100 + rank_offset)
 
     def env_states(self) -> dict[str, Any]:
         """The envs' states, their current observations and the returns of the episodes in flight; `envs`

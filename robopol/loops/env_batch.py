@@ -2,7 +2,8 @@
 and with observation history) or a tensor env (robopol.sim.tensor_env) whose observations, rewards and
 flags are torch tensors already, so its loop makes no numpy round trip.
 
-Both hand the loop `EnvStep`s of CPU torch tensors (the learner's device), N = num_envs:
+Both hand the loop `EnvStep`s of torch tensors on the learner's device (train.device; for a GPU, copied
+through pinned memory once per vector step), N = num_envs:
 obs and final_obs (N, n_obs_steps, obs_dim) float32, reward (N,) float64, terminated / truncated /
 success (N,) bool, and the env steps executed (a chunk stops early where its episode ends)."""
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from robopol.config import RunConfig
+from robopol.device import to_learner
 from robopol.sim.factory import make_tensor_env, make_vec_env
 from robopol.sim.tensor_env import TensorVecEnv
 
@@ -43,16 +45,16 @@ class EnvBatch(Protocol):
 class GymnasiumBatch:
     """A Gymnasium (or EnvPool) vector env of chunked envs; numpy converts to torch here, once a step."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, device: torch.device | str = "cpu") -> None:
         self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
-        self.num_envs = cfg.sim.num_envs
+        self.num_envs, self.device = cfg.sim.num_envs, torch.device(device)
 
     def reset(self, seed: int) -> torch.Tensor:
         obs, _ = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
-        return torch.from_numpy(obs).to(torch.float32, copy=True)
+        return to_learner(torch.from_numpy(obs).to(torch.float32, copy=True), self.device)
 
     def step(self, actions: torch.Tensor) -> EnvStep:
-        obs_np, reward, terminated, truncated, info = self.envs.step(actions.numpy())
+        obs_np, reward, terminated, truncated, info = self.envs.step(actions.cpu().numpy())
         obs = torch.from_numpy(obs_np).to(torch.float32, copy=True)  # vector envs may reuse their buffers
         ended = terminated | truncated
         final_obs = obs
@@ -60,9 +62,9 @@ class GymnasiumBatch:
             idx = np.flatnonzero(ended)
             final_obs = obs.clone()
             final_obs[idx] = torch.from_numpy(np.stack(info["final_obs"][idx])).float()
-        return EnvStep(obs, torch.from_numpy(reward.astype(np.float64, copy=False)), torch.from_numpy(terminated),
-                       torch.from_numpy(truncated), final_obs, torch.from_numpy(successes(info, ended)),
-                       _executed_steps(info, ended))
+        tensors = (obs, torch.from_numpy(reward.astype(np.float64, copy=False)), torch.from_numpy(terminated),
+                   torch.from_numpy(truncated), final_obs, torch.from_numpy(successes(info, ended)))
+        return EnvStep(*(to_learner(t, self.device) for t in tensors), _executed_steps(info, ended))
 
     def close(self) -> None:
         self.envs.close()
@@ -93,11 +95,12 @@ class TensorBatch:
         pass
 
 
-def make_env_batch(cfg: RunConfig) -> EnvBatch:
-    """The tensor path for a tensor task (task.backend=tensor), Gymnasium's vector for the others."""
+def make_env_batch(cfg: RunConfig, device: torch.device | str = "cpu") -> EnvBatch:
+    """The tensor path for a tensor task (task.backend=tensor), Gymnasium's vector for the others; their
+    tensors reach the loop on the learner's `device`."""
     if cfg.task.backend != "tensor":
-        return GymnasiumBatch(cfg)
-    return TensorBatch(make_tensor_env(cfg.task, cfg.sim.num_envs))  # RunConfig allows it single steps only
+        return GymnasiumBatch(cfg, device)
+    return TensorBatch(make_tensor_env(cfg.task, cfg.sim.num_envs), device)  # RunConfig allows it single steps only
 
 
 def successes(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:

@@ -69,7 +69,7 @@ class OffPolicyLoop(OnlineLoop):
                 actions, extras = self.algo.act(obs_n)
             step = self.env_step(actions)
             if self.reward_scaler:  # only its statistics (numpy views of the CPU tensors); the store keeps raw rewards
-                self.reward_scaler(step.reward.numpy(), (step.terminated | step.truncated).numpy())
+                self.reward_scaler(step.reward.cpu().numpy(), (step.terminated | step.truncated).cpu().numpy())
             self.store.add(obs, actions, step.reward.float(), step.final_obs, step.terminated, step.truncated,
                            step.success, **extras)
         return acfg.train_freq * runner.cfg.sim.num_envs

@@ -4,7 +4,11 @@ algo.update(batch), with no environment stepping until the final evaluation.
 Flow: read + validate the dataset for the task -> fit the normaliser on the training demos (a
 resumed run keeps the checkpoint's) -> windows (observation history, action chunk) -> one iteration
 is a block of gradient steps; the validation loss on the file's held-out demos is logged every
-`val_every` steps; the policy is evaluated with the task's protocol at the end."""
+`val_every` steps; the policy is evaluated with the task's protocol at the end.
+
+Windows stay on the CPU and each batch crosses to the learner's device. Under torchrun every rank
+draws its batches from its own share of the windows (a distributed sampler: rank r of W the windows
+r, r + W, r + 2W, ...), so the ranks' batches, whose gradients are averaged, are disjoint draws."""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from robopol import distributed
 from robopol.data.datasets import check_dimensions, load_demonstrations
 from robopol.data.episodes import Demonstrations, Episode
 from robopol.data.normalizer import Normalizer
 from robopol.data.windows import Windows, make_windows
+from robopol.device import to_learner
 from robopol.loops.base import Loop, RunState
 from robopol.policies.base import ChunkSpec
 from robopol.run_logger import RunLogger
@@ -35,9 +41,16 @@ def split_episodes(demos: Demonstrations) -> tuple[list[Episode], list[Episode]]
             [ep for n, ep in zip(names, demos.episodes) if n in valid])
 
 
+def shard_indices(size: int, batch_size: int, rank: int, world: int) -> torch.Tensor:
+    """`batch_size` random windows (on the CPU, with replacement) from rank `rank`'s share of `size`:
+    those congruent to rank modulo world; all of them in a single process."""
+    share = len(range(rank, size, world))
+    return rank + world * torch.randint(share, (batch_size,), device="cpu")
+
+
 def normalised_windows(episodes: list[Episode], normalizer: Normalizer, spec: ChunkSpec) -> Windows:
-    obs = [normalizer.normalize_obs(torch.as_tensor(ep.flat_obs)).numpy() for ep in episodes]
-    actions = [normalizer.normalize_action(torch.as_tensor(ep.actions)).numpy() for ep in episodes]
+    obs = [normalizer.normalize_obs(torch.as_tensor(ep.flat_obs)).cpu().numpy() for ep in episodes]
+    actions = [normalizer.normalize_action(torch.as_tensor(ep.actions)).cpu().numpy() for ep in episodes]
     return make_windows(obs, actions, spec.n_obs_steps, spec.horizon)
 
 
@@ -73,7 +86,8 @@ class OfflineLoop(Loop):
         steps = min(self.block, self.num_steps - runner.progress)
         losses = []
         for _ in range(steps):
-            obs, actions = self.data.batch(torch.randint(len(self.data), (self.batch_size,)))
+            index = shard_indices(len(self.data), self.batch_size, distributed.rank(), distributed.world_size())
+            obs, actions = (to_learner(t, runner.device) for t in self.data.batch(index))
             with runner.precision():
                 out = algo.update({"obs": obs, "actions": actions}, progress)
             losses.append(out["loss"])
@@ -81,7 +95,8 @@ class OfflineLoop(Loop):
         done = runner.progress + steps
         if self.valid is not None and self.val_every and (done // self.val_every > runner.progress // self.val_every
                                                           or done == self.num_steps):
-            metrics["val_loss"] = algo.validation_loss(*self.valid.batch(torch.arange(len(self.valid))))  # type: ignore[attr-defined]
+            valid = (t.to(runner.device) for t in self.valid.batch(torch.arange(len(self.valid), device="cpu")))
+            metrics["val_loss"] = algo.validation_loss(*valid)  # type: ignore[attr-defined]
         return steps, metrics
 
     def plot(self, logger: RunLogger) -> None:
@@ -90,6 +105,7 @@ class OfflineLoop(Loop):
                             f"{cfg.task.name}", "offline_loss.png", xlabel="gradient step", log_y=True)
 
     def summary(self) -> dict[str, Any]:
+        assert self.runner.logger is not None, "rank 0 alone summarises"
         rows = self.runner.logger.read(self.stream)
         out: dict[str, Any] = {"demos": len(self.demos.episodes), "train_windows": len(self.data),
                                "gradient_steps": self.runner.progress}

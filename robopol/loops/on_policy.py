@@ -47,7 +47,8 @@ class OnPolicyLoop(OnlineLoop):
                 final_values[idx] = algo.value(norm.normalize_obs(step.final_obs[idx]))
             reward = step.reward
             if self.reward_scaler:  # numpy views of the CPU tensors: no copies
-                reward = torch.from_numpy(self.reward_scaler(reward.numpy(), (step.terminated | step.truncated).numpy()))
+                ended = (step.terminated | step.truncated).cpu().numpy()
+                reward = torch.from_numpy(self.reward_scaler(reward.cpu().numpy(), ended)).to(step.reward.device)
             self.buffer.add(obs_n, actions, reward.float(), step.terminated, step.truncated, values, final_values, gamma,
                             **extras)
         last_values = algo.value(norm.normalize_obs(self.obs))

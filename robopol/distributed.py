@@ -1,0 +1,167 @@
+"""Multi-process training on torch.distributed, one process per rank as torchrun starts them.
+
+`torchrun --nproc_per_node N -m robopol train ...` sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous;
+`session` joins the process group (gloo for CPU learners, NCCL for GPUs) with a collective timeout, so
+a rank that dies or stalls makes the others fail within `timeout_s` instead of waiting forever (and
+torchrun itself stops the remaining ranks once one exits with an error). Without torchrun nothing here
+does anything: a single process runs exactly as it always has.
+
+What crosses ranks: every optimiser step's gradients (one flat all-reduce, averaged, registered as a
+global optimiser step pre-hook so each algorithm's step passes through it and its own pre-hooks, such
+as gradient clipping, see the averaged gradient), running-statistics moments (an exact parallel
+mean / variance merge), the env steps each iteration made, and per-rank checkpoint state (gathered to
+rank 0, the only rank that logs, evaluates and writes the run folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from robopol.errors import RobopolError
+
+
+class RankLostError(RobopolError):
+    """Another rank died or stopped answering: this one stops too, with one line."""
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank: the process group's, or torchrun's RANK before the group is joined."""
+    return dist.get_rank() if active() else int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Whether torchrun (or another launcher setting WORLD_SIZE) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextlib.contextmanager
+def session(device: torch.device, timeout_s: float) -> Iterator[None]:
+    """Join the process group torchrun set up for the run's duration; a collective that waits longer
+    than `timeout_s` on a lost rank raises RankLostError."""
+    if not launched() or active():
+        yield
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    hook = register_optimizer_step_pre_hook(_average_gradients)
+    try:
+        yield
+    except (RuntimeError, dist.DistBackendError) as exc:
+        if isinstance(exc, RobopolError):
+            raise
+        raise RankLostError(f"rank {rank()} of {world_size()}: a collective failed, so another rank died or stopped "
+                            f"answering within train.dist_timeout_s={timeout_s:g} ({_gist(exc)}); see that rank's "
+                            "output for its error") from None
+    finally:
+        hook.remove()
+        dist.destroy_process_group()
+
+
+def _gist(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Replace each parameter's gradient by its mean over ranks: one flat all-reduce. Parameters without
+    a gradient (a frozen actor during critic warm-up) are the same on every rank and are left out."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or not active():
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+
+
+def merge_moments(mean: torch.Tensor, var: torch.Tensor, count: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Population mean, variance and count of the union of every rank's samples, from each rank's own
+    (Chan et al.'s parallel merge, exact up to rounding); the inputs unchanged in a single process."""
+    if not active():
+        return mean, var, count
+    device, dtype = mean.device, mean.dtype
+    mine = torch.cat([torch.tensor([float(count)], dtype=torch.float64), mean.double().cpu().reshape(-1),
+                      var.double().cpu().reshape(-1)]).to(_comm_device())
+    parts = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(parts, mine)
+    table = torch.stack(parts).cpu()
+    n, means, variances = table[:, :1], table[:, 1: 1 + mean.numel()], table[:, 1 + mean.numel():]
+    total = n.sum()
+    merged_mean = (n * means).sum(0) / total
+    merged_var = (n * (variances + (means - merged_mean).pow(2))).sum(0) / total
+    return (merged_mean.reshape(mean.shape).to(device, dtype), merged_var.reshape(var.shape).to(device, dtype),
+            float(total))
+
+
+def sum_over_ranks(value: int) -> int:
+    """An integer summed over ranks (env steps each made in an iteration)."""
+    if not active():
+        return value
+    total = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(total)
+    return int(total.item())
+
+
+def broadcast_modules(modules: dict[str, torch.nn.Module]) -> None:
+    """Rank 0's weights and buffers on every rank, so all ranks start from one network."""
+    if not active():
+        return
+    for module in modules.values():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            data = tensor.data.to(_comm_device())
+            dist.broadcast(data, 0)
+            tensor.data.copy_(data)
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's `obj` on rank 0 (in rank order), None elsewhere; [obj] in a single process."""
+    if not active():
+        return [obj]
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (a run folder named from the clock, say)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,112 @@
+"""Multi-process training on gloo, 2 processes on this machine: the all-reduced gradient step keeps ranks
+identical and equals one process on the union of their data; merged normaliser statistics equal the
+one-process statistics of the same observations; a bad train.device is one error line."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from robopol import distributed
+from robopol.data.normalizer import Normalizer
+from robopol.errors import ConfigError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+def _step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad()
+    (net(x) - y).pow(2).mean().backward()
+    opt.step()
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(5, 8, 3, generator=g), torch.randn(5, 8, 1, generator=g), torch.randn(40, 2, 4, generator=g) * 3 + 1
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    with distributed.session(torch.device("cpu"), timeout_s=30):
+        xs, ys, obs = _data()
+        net = _net()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        snapshots = []
+        for x, y in zip(xs, ys):  # rank r steps on its half of each batch of 8
+            _step(net, opt, x[rank * 4:(rank + 1) * 4], y[rank * 4:(rank + 1) * 4])
+            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+            gathered = [torch.empty_like(flat) for _ in range(2)]
+            dist.all_gather(gathered, flat)
+            snapshots.append(torch.stack(gathered))
+        norm = Normalizer(4, np.full(2, -1.0), np.full(2, 1.0))
+        for batch in obs.split(8):  # each rank folds in its own half of every batch
+            norm.update(batch[rank * 4:(rank + 1) * 4])
+        if rank == 0:
+            torch.save({"snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
+                        "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count}, out)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("dist") / "rank0.pt")
+    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    return torch.load(out)
+
+
+def test_parameters_are_identical_on_every_rank_after_every_update(two_ranks):
+    for step, both in enumerate(two_ranks["snapshots"]):
+        assert torch.equal(both[0], both[1]), f"ranks differ after update {step + 1}"
+
+
+def test_two_ranks_of_four_match_one_process_of_eight(two_ranks):
+    xs, ys, _ = _data()
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for x, y in zip(xs, ys):  # the mean loss over 8 = the mean of the two halves' mean losses
+        _step(net, opt, x, y)
+    for mine, theirs in zip(net.parameters(), two_ranks["params"]):
+        torch.testing.assert_close(mine.detach(), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_merged_normaliser_equals_one_process_statistics(two_ranks):
+    _, _, obs = _data()
+    one = Normalizer(4, np.full(2, -1.0), np.full(2, 1.0))
+    for batch in obs.split(8):
+        one.update(batch)
+    flat = obs.reshape(-1, 4).double()
+    torch.testing.assert_close(two_ranks["mean"], one.obs_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(two_ranks["var"], one.obs_var, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(two_ranks["mean"].double(), flat.mean(0), rtol=1e-5, atol=1e-5)
+    assert float(two_ranks["count"]) == pytest.approx(80, abs=1e-6)
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", "CPU", "cuda0"])
+def test_a_bad_device_is_one_error_naming_key_value_and_choices(value):
+    from robopol.config import load_run_config
+
+    with pytest.raises(ConfigError, match=rf"train.device: '{value}' is not allowed; choose auto, cpu, cuda or cuda:N"):
+        load_run_config(["task=reach", f"train.device={value}"])
+
+
+def test_cuda_without_a_gpu_is_refused_in_one_line():
+    from robopol.device import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ConfigError, match="train.device: 'cuda', but torch .* sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
