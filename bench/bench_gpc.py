@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robopol.checkpoint import load_checkpoint, load_policy  # noqa: E402
-from robopol.evaluate import evaluate  # noqa: E402
-from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
+from robopol.checkpoint import load_checkpoint, load_policy
+from robopol.evaluate import evaluate
+from robopol.sim.factory import EVAL_SEED_BASE
 
 HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench/bench_benchmarks.py: disjoint from the search's seeds
 OUT = ROOT / "bench" / "out" / "gpc"

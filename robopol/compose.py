@@ -8,8 +8,8 @@ Layout of a composed checkpoint folder (a checkpoint `robopol eval`, `export` an
     model.safetensors the mixing weights ("composition.weights")
     manifest.json     sha256 of the two files above
 A weight search evaluates every point of a grid (step 0.1; for more than two parents the simplex grid)
-on the evaluation seeds and keeps the best by success rate (then return); search.json and search.png
-beside the checkpoint hold every score. Report the chosen policy on other (held-out) seeds."""
+on the evaluation seeds and keeps the best by success rate (then return); OUT-search.json and
+OUT-search.png beside the checkpoint hold every score. Report the chosen policy on other (held-out) seeds."""
 
 from __future__ import annotations
 
@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from robopol.checkpoint import MANIFEST, FORMAT_VERSION, Checkpoint, _sha256, load_checkpoint, load_policy
+from robopol.checkpoint import (
+    FORMAT_VERSION,
+    MANIFEST,
+    Checkpoint,
+    _sha256,
+    load_checkpoint,
+    load_policy,
+)
 from robopol.data.atomic import atomic_output
 from robopol.errors import CheckpointError, ConfigError
 from robopol.policies.composed import ComposedPolicy, incompatible_reason
