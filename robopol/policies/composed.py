@@ -111,10 +111,8 @@ class ComposedPolicy(nn.Module):
         return self.leader.noise_shape(batch)
 
     def _prediction(self, j: int, x: torch.Tensor, i: int, obs: torch.Tensor) -> torch.Tensor:
-        """Parent j's prediction at the leader's state x and step i, in the leader's parametrisation."""
+        """Parent j's (j >= 1) prediction at the leader's state x and step i, in the leader's parametrisation."""
         actor = self.parents[j].actor
-        if j == 0:
-            return self.leader.predict(x, i, obs)
         t = self.leader.flow_t[i]
         x_t = x / self.leader.flow_scale[i]
         time = getattr(self, f"time_{j}")[i]
