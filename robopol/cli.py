@@ -1,4 +1,4 @@
-"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos | list.
+"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos | compose | list.
 
 `train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
 Runner (robopol.runner), which drives the loop the algorithm declares.
@@ -129,6 +129,12 @@ def _deploy(args: argparse.Namespace) -> dict:
         raise
 
 
+def _compose(args: argparse.Namespace) -> dict:
+    from robopol.compose import compose_command
+
+    return compose_command(args.checkpoints, args.weights, args.out, args.search_episodes)
+
+
 def _demos(args: argparse.Namespace) -> dict:
     from robopol.demos import write_demonstrations
 
@@ -219,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["hdf5", "zarr"], help="default: from the --out extension, "
                                                                           "which it must agree with")
     p.set_defaults(run=_demos)
+    p = sub.add_parser("compose", help="GPC: mix pretrained diffusion / flow policies at every sampling step into "
+                                       "one checkpoint: robopol compose CKPT_A CKPT_B --weights 0.6 0.4 --out DIR")
+    p.add_argument("checkpoints", nargs="+", help="parent run or checkpoint folders (the first one's sampler runs)")
+    p.add_argument("--weights", nargs="+", type=_number(float, ge=0), default=None,
+                   help="convex weights, one per checkpoint")
+    p.add_argument("--search-episodes", type=_number(int, ge=1), default=None,
+                   help="instead of --weights: choose them on a 0.1 grid by this many rollouts per point on the "
+                        "evaluation seeds (scores in OUT-search.json and OUT-search.png)")
+    p.add_argument("--out", required=True, help="the composed checkpoint folder to write")
+    p.set_defaults(run=_compose)
     p = sub.add_parser("list", help="the tasks, policies, sim settings and hardware available, and where each file is")
     p.add_argument("group", nargs="?", choices=list(GROUP_FOLDERS.values()),
                    help="one group (default: all)")

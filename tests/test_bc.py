@@ -153,3 +153,14 @@ def test_the_unet_recipe_pretrains_reloads_and_exports_with_parity(dataset, tmp_
     assert isinstance(policy.actor.velocity_net, TemporalUnet) and policy.n_obs_steps == 2 and policy.horizon == 4
     spec = export_checkpoint(run_dir, tmp_path / "export", formats=("onnx",))
     assert spec["files"]["onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_action_bounds_env_keeps_the_env_action_range_instead_of_the_demos(dataset, tmp_path):
+    """policy.algo.action_bounds=env: policies trained on different demos share one normalisation (GPC)."""
+    cfg = load_run_config(["task=pusht", "policy=bc_flow", f"policy.algo.dataset={dataset}", *SMALL,
+                           "policy.algo.num_steps=2", "policy.algo.batch_size=8", "policy.algo.warmup_steps=1",
+                           "policy.algo.val_every=0", "policy.algo.action_bounds=env", "train.eval_episodes=1"])
+    run_dir, _ = train(cfg, tmp_path / "run")
+    policy = load_policy(run_dir)
+    np.testing.assert_array_equal(policy.action_low, [0.0, 0.0])  # PushT's action space, not the demos' min/max
+    np.testing.assert_array_equal(policy.action_high, [512.0, 512.0])

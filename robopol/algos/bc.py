@@ -33,6 +33,9 @@ class BCConfig(AlgoConfig):
     warmup_steps: int = field(500, ge=0)
     ema_decay: float = field(0.995, ge=0, lt=1, doc="cap of diffusion_policy's warm-up EMA schedule")
     val_every: int = field(1000, ge=0, doc="steps between validation losses on mask/valid demos; 0: never")
+    action_bounds: str = field("data", choices=("data", "env"),
+                               doc="the [-1, 1] action range: the demos' min/max, or the env's action space "
+                                   "(policies trained on different demos then share it, as GPC composition needs)")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

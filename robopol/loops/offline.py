@@ -76,8 +76,9 @@ class OfflineLoop(Loop):
     def start(self) -> None:
         runner = self.runner
         if runner.progress == 0:  # a resumed run keeps the statistics it trained with
+            actions = torch.as_tensor(np.concatenate([ep.actions for ep in self.train_eps]))
             runner.normalizer.fit(torch.as_tensor(np.concatenate([ep.flat_obs for ep in self.train_eps])),
-                                  torch.as_tensor(np.concatenate([ep.actions for ep in self.train_eps])))
+                                  actions if getattr(runner.algo.cfg, "action_bounds", "data") == "data" else None)
         self.data = normalised_windows(self.train_eps, runner.normalizer, runner.spec)
         self.valid = normalised_windows(self.valid_eps, runner.normalizer, runner.spec) if self.valid_eps else None
 
