@@ -104,7 +104,7 @@ def _default_eval_dir(given: Path, checkpoint: Path) -> Path:
 def _export(args: argparse.Namespace) -> dict:
     from robopol.export import export_checkpoint
 
-    return export_checkpoint(args.checkpoint, args.out_dir, formats=tuple(args.formats))
+    return export_checkpoint(args.checkpoint, args.out_dir, formats=tuple(args.formats), settings=args.overrides)
 
 
 def _hardware_config(overrides: list[str]) -> dict:
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="checkpoint -> ONNX + TorchScript (parity-checked) with a JSON spec")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
+    p.add_argument("overrides", nargs="*", help="evaluation-time settings the exported sampler uses, e.g. "
+                                                "policy.algo.guidance_weight=0.02 (QGF checkpoints)")
     p.add_argument("--formats", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"])
     p.set_defaults(run=_export)
     p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")

@@ -194,3 +194,9 @@ def test_a_qgf_checkpoint_serves_bc_at_w0_and_guides_when_told(qgf_run, tmp_path
     assert json.loads((tmp_path / "e" / "result.json").read_text())["episodes"] == 1
     assert main(["eval", str(qgf_run), "policy.algo.lr=1", "--no-video"]) == 2
     assert "error: policy.algo.lr: not an evaluation-time setting of qgf checkpoints" in capsys.readouterr().err
+    assert main(["export", str(qgf_run), str(tmp_path / "x"), "policy.algo.guidance_weight=0.5", "--formats", "torchscript"]) == 0
+    from robopol.hardware.backend import load_exported
+
+    assert json.loads((tmp_path / "x" / "policy.json").read_text())["eval_settings"] == ["policy.algo.guidance_weight=0.5"]
+    exported = load_exported(tmp_path / "x", "torchscript")  # the guided sampler, parity-checked on export
+    np.testing.assert_allclose(exported(obs[:1].numpy(), noise[:1].numpy()), guided(obs[:1], noise[:1]).detach().numpy(), atol=1e-4)
