@@ -3,6 +3,7 @@ clipped endpoint keeps its gradient), IQL's expectile loss and chunk returns by 
 ranking a good action above a bad one, the guided sampler's export parity, and `pretrain` -> a
 checkpoint whose evaluation-time settings `robopol eval` changes."""
 
+import dataclasses
 import json
 
 import h5py
@@ -20,7 +21,7 @@ from robopol.data.episodes import Episode
 from robopol.data.normalizer import Normalizer
 from robopol.data.robomimic_hdf5 import read_robomimic_hdf5, write_robomimic_hdf5
 from robopol.demos import parse_mix, write_demonstrations
-from robopol.errors import ConfigError
+from robopol.errors import ConfigError, DataError
 from robopol.export import export_policy
 from robopol.policies.base import ChunkSpec
 from robopol.policies.bundle import PolicyBundle
@@ -133,6 +134,18 @@ def test_iql_critic_ranks_a_good_action_above_a_bad_one():
     obs = torch.zeros(1, 1, 1)
     good, bad = (algo.q_target.target(obs, torch.full((1, 1, 1), a)).min(0).values.item() for a in (0.8, -0.8))
     assert good > 0.8 and bad < 0.6
+
+
+def test_chunk_returns_sum_the_reward_the_config_names():
+    spec = ChunkSpec(obs_dim=1, act_dim=1, n_obs_steps=1, horizon=1, n_action_steps=1)
+    ep = _episode([0.3, 0.7, 0.9], True)
+    rewards = {}
+    for kind in ("file", "success", "ogbench"):
+        policy = PolicyConfig(name="qgf", actor=FlowActorConfig(hidden=[8]), algo=QGFConfig(reward=kind))
+        rewards[kind] = QGF(policy, policy.actor.build(spec)).step_rewards(ep).tolist()
+    assert rewards == {"file": pytest.approx([0.3, 0.7, 0.9]), "success": [0, 0, 1], "ogbench": [-1, -1, 0]}
+    with pytest.raises(DataError, match="policy.algo.reward=ogbench: .* records no per-step success"):
+        QGF(policy, policy.actor.build(spec)).step_rewards(dataclasses.replace(ep, successes=None))
 
 
 def test_guided_sampler_exports_with_parity(tmp_path):

@@ -38,9 +38,10 @@ class QGFConfig(BCConfig):
     name: str = "qgf"
     train_actor: bool = field(True, doc="false: train only the critic, beside an actor loaded from a BC checkpoint "
                                         "(train.pretrained)")
-    reward: str = field("file", choices=("file", "success"),
-                        doc="what chunk returns sum: the file's per-step rewards, or 1 at each step the file "
-                            "records as solved (sparse success; PushT's coverage reward pays for hovering short of it)")
+    reward: str = field("file", choices=("file", "success", "ogbench"),
+                        doc="what chunk returns sum: the file's per-step rewards; success: 1 on each step the file "
+                            "records as solved, else 0; ogbench: 0 on a solved step, else -1 (the paper's "
+                            "benchmarks, whose Q scale of up to 1 / (1 - gamma) its guidance weights are tuned to)")
     gamma: float = field(0.99, gt=0, le=1, doc="discount per env step; a chunk of k executed actions bootstraps gamma^k")
     expectile: float = field(0.9, gt=0, lt=1, doc="IQL's tau: V fits this expectile of min target Q")
     target_tau: float = field(0.005, gt=0, le=1, doc="EMA rate of the target Q")
@@ -94,9 +95,10 @@ class QGF(BC):
         if self.cfg.reward == "file":
             return episode.rewards
         if episode.successes is None:
-            raise DataError(f"policy.algo.reward=success: {episode.name or 'an episode'} records no per-step success; "
-                            "write the file with `robopol demos` or use policy.algo.reward=file")
-        return episode.successes.astype(np.float32)
+            raise DataError(f"policy.algo.reward={self.cfg.reward}: {episode.name or 'an episode'} records no per-step "
+                            "success; write the file with `robopol demos` or use policy.algo.reward=file")
+        solved = episode.successes.astype(np.float32)
+        return solved if self.cfg.reward == "success" else solved - 1.0
 
     def update(self, data: dict[str, torch.Tensor], progress: float = 0.0) -> dict[str, float]:
         """A BC step on the actor (unless train_actor is off) and one IQL step on V and Q."""
