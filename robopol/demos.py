@@ -108,7 +108,7 @@ def write_demonstrations(task: str, n: int, out: Path, noise: float = 0.0, seed:
             behaviour: Expert = RandomBehaviour() if part.behaviour == "random" else make_expert(task, part.noise)
             recorder = None if task == "pusht" else _robomimic_recorder
             seeds = range(first, first + part.episodes)
-            got = run_episodes(env, lambda obs: behaviour.act(obs, env), seeds, reset=behaviour.reset,
+            got = run_episodes(env, lambda obs, b=behaviour: b.act(obs, env), seeds, reset=behaviour.reset,
                                recorder=recorder, keep_obs=True, progress=f"demos {task} {part.behaviour} {part.noise:g}")
             described.append({**part.__dict__, "seeds": [first, first + part.episodes - 1],
                               "successes": int(sum(r.success for r in got))})

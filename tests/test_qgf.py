@@ -178,10 +178,11 @@ def test_mix_parsing_and_a_mixed_file_records_success_and_its_mix(tmp_path):
 @pytest.fixture(scope="module")
 def qgf_run(tmp_path_factory):
     rng = np.random.default_rng(0)
-    state = lambda: np.column_stack([rng.uniform(100, 400, (12, 4)), rng.uniform(0, 6, 12)]).astype(np.float32)  # noqa: E731
-    episodes = [Episode(obs={"state": (s := state())}, actions=s[:, :2] + 30, rewards=np.zeros(12, np.float32),
-                        dones=np.eye(12, dtype=bool)[-1], successes=np.eye(12, dtype=bool)[-1] & (i % 2 == 0))
-                for i in range(8)]
+    episodes = []
+    for i in range(8):  # PushT states; the action a fixed function of the state; every other episode solved
+        state = np.column_stack([rng.uniform(100, 400, (12, 4)), rng.uniform(0, 6, 12)]).astype(np.float32)
+        episodes.append(Episode(obs={"state": state}, actions=state[:, :2] + 30, rewards=np.zeros(12, np.float32),
+                                dones=np.eye(12, dtype=bool)[-1], successes=np.eye(12, dtype=bool)[-1] & (i % 2 == 0)))
     env_args = {"env_name": pusht.ENV_ID, "type": 2, "env_kwargs": {"obs_type": "state"}}
     dataset = write_robomimic_hdf5(tmp_path_factory.mktemp("demos") / "pusht.hdf5", episodes, env_args)
     cfg = load_run_config(["task=pusht", "policy=qgf", f"policy.algo.dataset={dataset}", "policy.algo.reward=success",

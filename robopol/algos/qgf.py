@@ -12,7 +12,7 @@ the critic trains. The guidance weight and best-of-N are evaluation-time setting
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
