@@ -211,9 +211,12 @@ def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
 def load_policy(source: str | Path | Checkpoint) -> PolicyBundle:
     """Everything needed to act from a checkpoint alone: the policy bundle (actor, normaliser and
     sampler settings), in eval mode."""
+    from robopol.algos.base import algorithm_class
+
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     if (ckpt.path / "parent_0").is_dir():  # a composed (GPC) checkpoint: robopol.compose
         from robopol.compose import load_composed
 
         return load_composed(ckpt)  # type: ignore[return-value]  (a PolicyBundle's interface)
-    return PolicyBundle({"actor": restore_actor(ckpt)}, restore_normalizer(ckpt), ckpt.config.policy.eval_noise).eval()
+    actor = algorithm_class(ckpt.config.policy.algo.name).served_actor(restore_actor(ckpt), ckpt)
+    return PolicyBundle({"actor": actor}, restore_normalizer(ckpt), ckpt.config.policy.eval_noise).eval()

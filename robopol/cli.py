@@ -1,4 +1,4 @@
-"""`robopol <command>`: train | pretrain | resume | eval | export | deploy | demos | compose | list.
+"""`robopol <command>`: train | pretrain | resume | eval | sweep | export | deploy | demos | compose | list.
 
 `train` runs online algorithms, `pretrain` offline ones (behaviour cloning); both go through the one
 Runner (robopol.runner), which drives the loop the algorithm declares.
@@ -54,11 +54,12 @@ def _eval(args: argparse.Namespace) -> dict:
     has its file and its video."""
     from robopol.checkpoint import load_checkpoint, load_policy
     from robopol.data.atomic import atomic_output
+    from robopol.eval_settings import with_eval_settings
     from robopol.evaluate import evaluate, record_video
     from robopol.preflight import check_memory, check_writable, env_memory
     from robopol.sim.factory import EVAL_SEED_BASE
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = with_eval_settings(load_checkpoint(args.checkpoint), args.overrides)
     cfg = ckpt.config
     episodes = args.episodes or cfg.train.eval_episodes
     out = Path(args.out) if args.out else _default_eval_dir(Path(args.checkpoint), ckpt.path)
@@ -75,6 +76,24 @@ def _eval(args: argparse.Namespace) -> dict:
     return result
 
 
+def _sweep(args: argparse.Namespace) -> dict:
+    """Success (and PushT score) against the guidance weight, written to --out (default RUN/eval/sweep)."""
+    from robopol.checkpoint import load_checkpoint
+    from robopol.eval_settings import sweep, with_eval_settings
+    from robopol.preflight import check_memory, check_writable, env_memory
+
+    ckpt = with_eval_settings(load_checkpoint(args.checkpoint), args.overrides)
+    out = Path(args.out) if args.out else _default_eval_dir(Path(args.checkpoint), ckpt.path) / "sweep"
+    check_writable(out, "--out")
+    check_memory([env_memory(ckpt.config.task, args.episodes, "--episodes")])
+    from robopol.sim.factory import EVAL_SEED_BASE
+
+    seed_base = EVAL_SEED_BASE if args.seed_base is None else args.seed_base
+    result = sweep(ckpt, args.weights, args.best_of_n, args.episodes, seed_base, out)
+    return {"sweep": str(out / "sweep.json"), "plot": str(out / "sweep.png"),
+            "success_rate": {f"w={r['guidance_weight']:g},N={r['best_of_n']}": r["success_rate"] for r in result["rows"]}}
+
+
 def _default_eval_dir(given: Path, checkpoint: Path) -> Path:
     if checkpoint.parent.name != "checkpoints":  # a checkpoint folder outside any run
         return checkpoint.with_name(f"{checkpoint.name}-eval")
@@ -85,7 +104,7 @@ def _default_eval_dir(given: Path, checkpoint: Path) -> Path:
 def _export(args: argparse.Namespace) -> dict:
     from robopol.export import export_checkpoint
 
-    return export_checkpoint(args.checkpoint, args.out_dir, formats=tuple(args.formats))
+    return export_checkpoint(args.checkpoint, args.out_dir, formats=tuple(args.formats), settings=args.overrides)
 
 
 def _hardware_config(overrides: list[str]) -> dict:
@@ -136,9 +155,13 @@ def _compose(args: argparse.Namespace) -> dict:
 
 
 def _demos(args: argparse.Namespace) -> dict:
-    from robopol.demos import write_demonstrations
+    from robopol.demos import parse_mix, write_demonstrations
+    from robopol.errors import ConfigError
 
-    return write_demonstrations(args.task, args.n, Path(args.out), noise=args.noise, seed=args.seed, fmt=args.format)
+    if args.mix and (args.n is not None or args.noise is not None):
+        raise ConfigError("--mix: gives every part's noise and count; drop --n and --noise")
+    return write_demonstrations(args.task, args.n or 50, Path(args.out), noise=args.noise or 0.0, seed=args.seed,
+                                fmt=args.format, mix=parse_mix(args.mix) if args.mix else None)
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -197,14 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_resume)
     p = sub.add_parser("eval", help="evaluate a checkpoint alone; the last line is JSON")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
+    p.add_argument("overrides", nargs="*", help="evaluation-time settings, right after the checkpoint: e.g. "
+                                                "policy.algo.guidance_weight=0.02 policy.algo.best_of_n=8 "
+                                                "policy.eval_noise=random (QGF checkpoints)")
     p.add_argument("--episodes", type=_number(int, ge=1), default=None, help="default: the run's train.eval_episodes")
     p.add_argument("--out", default="", help="folder for result.json and rollout.mp4 (default: RUN/eval, or "
                                              "RUN/eval/step_N for a checkpoint folder)")
     p.add_argument("--no-video", action="store_true", help="skip the rollout video")
     p.set_defaults(run=_eval)
+    p = sub.add_parser("sweep", help="QGF: evaluate a checkpoint over guidance weights; JSON + plot of success vs w")
+    p.add_argument("checkpoint", help="run folder or checkpoint folder of a QGF run")
+    p.add_argument("overrides", nargs="*", help="other evaluation-time settings, right after the checkpoint, e.g. "
+                                                "policy.eval_noise=random")
+    p.add_argument("--weights", nargs="+", type=_number(float, gt=0), required=True,
+                   help="guidance weights besides w = 0, e.g. 0.004 0.008 0.01 0.02 0.04 0.06 0.08 0.1 0.12")
+    p.add_argument("--best-of-n", nargs="+", type=_number(int, ge=1), default=[1], help="best-of-N settings (default 1)")
+    p.add_argument("--episodes", type=_number(int, ge=1), default=20, help="episodes per point")
+    p.add_argument("--seed-base", type=_number(int, ge=0), default=None,
+                   help="first evaluation seed (default: the task's evaluation seeds)")
+    p.add_argument("--out", default="", help="folder for sweep.json and sweep.png (default: RUN/eval/sweep)")
+    p.set_defaults(run=_sweep)
     p = sub.add_parser("export", help="checkpoint -> ONNX + TorchScript (parity-checked) with a JSON spec")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
+    p.add_argument("overrides", nargs="*", help="evaluation-time settings the exported sampler uses, e.g. "
+                                                "policy.algo.guidance_weight=0.02 (QGF checkpoints)")
     p.add_argument("--formats", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"])
     p.set_defaults(run=_export)
     p = sub.add_parser("deploy", help="drive a robot (or the simulated one) in the real-time loop")
@@ -217,10 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_deploy)
     p = sub.add_parser("demos", help="write scripted-expert demonstrations (robomimic HDF5 or PushT zarr)")
     p.add_argument("task", help="pusht | lift | can | square")
-    p.add_argument("--n", type=_number(int, ge=1), default=50, help="number of episodes")
+    p.add_argument("--n", type=_number(int, ge=1), default=None, help="number of episodes (default 50)")
     p.add_argument("--out", required=True, help="output file (.hdf5, .h5: robomimic HDF5) or store (.zarr: PushT zarr)")
-    p.add_argument("--noise", type=_number(float, ge=0), default=0.0,
-                   help="expert action noise (PushT: pixels; robomimic: action units)")
+    p.add_argument("--noise", type=_number(float, ge=0), default=None,
+                   help="expert action noise (PushT: pixels; robomimic: action units; default 0)")
+    p.add_argument("--mix", default="", help="mixed-quality HDF5: NOISE:COUNT (expert at that noise) or random:COUNT "
+                                            "(uniform actions) parts, e.g. 0.15:20,1.0:10,random:10")
     p.add_argument("--seed", type=_number(int, ge=0), default=0)
     p.add_argument("--format", default=None, choices=["hdf5", "zarr"], help="default: from the --out extension, "
                                                                           "which it must agree with")

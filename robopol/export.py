@@ -38,21 +38,25 @@ class ExportError(RobopolError):
     """An export that could not be written or does not reproduce the PyTorch policy."""
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> dict[str, Any]:
-    """Load a run / checkpoint dir and export it; returns the JSON spec written to out_dir/policy.json."""
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, formats: Sequence[str] = FORMATS,
+                      settings: Sequence[str] = ()) -> dict[str, Any]:
+    """Load a run / checkpoint dir, with evaluation-time `settings` (e.g. QGF's
+    policy.algo.guidance_weight=0.02, robopol.eval_settings), and export it; returns the JSON spec
+    written to out_dir/policy.json, which records the settings."""
     from robopol.checkpoint import load_checkpoint, load_policy
+    from robopol.eval_settings import with_eval_settings
     from robopol.preflight import check_writable
 
     check_writable(out_dir, "out_dir")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = with_eval_settings(load_checkpoint(checkpoint), settings)
     task = ckpt.config.task
     return export_policy(load_policy(ckpt), out_dir, formats, source=str(ckpt.path.resolve()), env_id=task.env_id,
-                         control_rate_hz=_control_rate(task))
+                         control_rate_hz=_control_rate(task), settings=list(settings))
 
 
 def export_policy(policy: torch.nn.Module, out_dir: str | Path, formats: Sequence[str] = FORMATS, *,
                   source: str | None = None, env_id: str | None = None, control_rate_hz: float | None = None,
-                  atol: float = PARITY_ATOL) -> dict[str, Any]:
+                  atol: float = PARITY_ATOL, settings: Sequence[str] = ()) -> dict[str, Any]:
     """Export a policy bundle; raise ExportError if any format differs from PyTorch by more than atol."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -69,6 +73,7 @@ def export_policy(policy: torch.nn.Module, out_dir: str | Path, formats: Sequenc
                             "inputs": ["obs", "noise"], "outputs": ["actions"],
                             "noise": "standard normal of noise_shape; zeros = deterministic sampling",
                             "control_rate_hz": control_rate_hz, "env_id": env_id, "source_checkpoint": source,
+                            "eval_settings": list(settings),
                             "parity": {"atol": atol, "cases": len(cases)},
                             "versions": {"torch": torch.__version__}, "files": {}}
     for fmt in formats:

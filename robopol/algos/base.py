@@ -9,7 +9,8 @@ config's `name` (robopol.registry), so adding one edits no central table."""
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -18,6 +19,13 @@ from robopol import registry
 from robopol.config import AlgoConfig, PolicyConfig
 from robopol.errors import ConfigError
 from robopol.policies.base import Actor
+from robopol.typed_config import field
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from robopol.checkpoint import Checkpoint
+    from robopol.data.episodes import Episode
 
 LOOPS = ("on_policy", "off_policy", "offline")
 
@@ -25,6 +33,7 @@ LOOPS = ("on_policy", "off_policy", "offline")
 class Algorithm(abc.ABC):
     config_class: ClassVar[type[AlgoConfig]]
     loop: ClassVar[str]
+    eval_settings: ClassVar[tuple[str, ...]] = ()  # policy.algo keys `robopol eval` may override on a checkpoint
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,6 +70,49 @@ class Algorithm(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    @classmethod
+    def served_actor(cls, actor: Actor, ckpt: Checkpoint) -> Actor:
+        """What a policy bundle loaded from `ckpt` serves, given its restored `actor`: the actor itself,
+        or (QGF) a sampler built around it from the checkpoint's other modules and settings."""
+        return actor
+
+
+@dataclass
+class OfflineConfig(AlgoConfig):
+    """The settings the offline loop reads from every offline algorithm's config."""
+
+    dataset: str = field("", doc="robomimic HDF5 file or PushT zarr store made for the task")
+    drop_bad_episodes: bool = field(False, doc="drop demos with no steps or non-finite values (warning how many) "
+                                               "instead of refusing the file")
+    num_steps: int = field(20_000, ge=1, doc="gradient steps")
+    batch_size: int = field(256, ge=1)
+    val_every: int = field(1000, ge=0, doc="steps between validation losses on mask/valid demos; 0: never")
+    action_bounds: str = field("data", choices=("data", "env"),
+                               doc="the [-1, 1] action range: the demos' min/max, or the env's action space "
+                                   "(policies trained on different demos then share it, as GPC composition needs)")
+
+
+class OfflineAlgorithm(Algorithm):
+    """The offline loop's contract (BC, QGF): the config is an OfflineConfig; `update` takes normalised
+    batches {obs, actions} of demonstration windows, plus {reward, next_obs, bootstrap} chunk returns
+    (robopol.data.chunk_returns) when `return_discount` is set; `validation_loss` scores held-out windows."""
+
+    loop = "offline"
+    cfg: OfflineConfig
+
+    @property
+    def return_discount(self) -> float | None:
+        """The per-env-step discount of the chunk returns batches must carry; None: windows only."""
+        return None
+
+    def step_rewards(self, episode: Episode) -> np.ndarray:
+        """The per-step rewards (T,) chunk returns sum: the file's, unless the algorithm chooses otherwise."""
+        return episode.rewards
+
+    @abc.abstractmethod
+    def validation_loss(self, obs: torch.Tensor, actions: torch.Tensor, seed: int = 0) -> float:
+        """A loss on held-out windows with fixed noise draws, so successive values are comparable."""
 
 
 def algorithm_class(name: str) -> type[Algorithm]:

@@ -12,30 +12,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robopol.algos.base import Algorithm
-from robopol.config import AlgoConfig, PolicyConfig
+from robopol.algos.base import OfflineAlgorithm, OfflineConfig
+from robopol.config import PolicyConfig
 from robopol.policies.base import Actor
 from robopol.policies.ema import EMA
 from robopol.typed_config import field
 
 
 @dataclass
-class BCConfig(AlgoConfig):
+class BCConfig(OfflineConfig):
     actor_types: ClassVar[tuple[str, ...]] = ("diffusion", "flow", "gaussian")
     name: str = "bc"
-    dataset: str = field("", doc="robomimic HDF5 file or PushT zarr store made for the task")
-    drop_bad_episodes: bool = field(False, doc="drop demos with no steps or non-finite values (warning how many) "
-                                               "instead of refusing the file")
-    num_steps: int = field(20_000, ge=1, doc="gradient steps")
-    batch_size: int = field(256, ge=1)
     lr: float = field(1e-4, gt=0)
     weight_decay: float = field(1e-6, ge=0)
     warmup_steps: int = field(500, ge=0)
     ema_decay: float = field(0.995, ge=0, lt=1, doc="cap of diffusion_policy's warm-up EMA schedule")
-    val_every: int = field(1000, ge=0, doc="steps between validation losses on mask/valid demos; 0: never")
-    action_bounds: str = field("data", choices=("data", "env"),
-                               doc="the [-1, 1] action range: the demos' min/max, or the env's action space "
-                                   "(policies trained on different demos then share it, as GPC composition needs)")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -48,9 +39,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
-class BC(Algorithm):
+class BC(OfflineAlgorithm):
     config_class = BCConfig
-    loop = "offline"
     cfg: BCConfig
 
     def __init__(self, policy: PolicyConfig, actor: Actor) -> None:

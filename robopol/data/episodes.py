@@ -25,6 +25,7 @@ class Episode:
     states: np.ndarray | None = None  # (T, state_dim) simulator states, when the format has them
     next_obs: dict[str, np.ndarray] | None = None  # obs after each action, when the format has them
     name: str = ""  # where it sits in its file (data/demo_3, episode 3), for messages about it
+    successes: np.ndarray | None = None  # (T,) bool: the task was solved at that step, when the file records it
 
     @property
     def flat_obs(self) -> np.ndarray:

@@ -4,6 +4,7 @@
       demo_<i>                attrs: num_samples
         obs/<key>, next_obs/<key>   (T, d_key)
         actions (T, act_dim), rewards (T,), dones (T,), states (T, state_dim) [optional]
+        success (T,) [optional, robopol's]   the task was solved at that step (robomimic ignores it)
     mask/train, mask/valid    demo names as byte strings
 
 The reader validates the file against the task it is read for and raises DataError naming the
@@ -25,9 +26,10 @@ from robopol.errors import DataError
 
 
 def write_robomimic_hdf5(out: Path, episodes: Iterable[Episode], env_args: dict[str, Any],
-                         valid_fraction: float = 0.1, seed: int = 0) -> Path:
+                         valid_fraction: float = 0.1, seed: int = 0, attrs: dict[str, str] | None = None) -> Path:
     """Write episodes atomically. An episode without `next_obs` gets obs shifted by one step (its
-    last row repeated). `valid_fraction` of the demos, drawn with `seed`, go to mask/valid."""
+    last row repeated). `valid_fraction` of the demos, drawn with `seed`, go to mask/valid; `attrs`
+    are added to data.attrs (e.g. the behaviour mix of a mixed-quality file)."""
     with atomic_output(Path(out)) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         total, names = 0, []
@@ -38,6 +40,8 @@ def write_robomimic_hdf5(out: Path, episodes: Iterable[Episode], env_args: dict[
             names.append(name)
         data.attrs["total"] = total
         data.attrs["env_args"] = json.dumps(env_args)
+        for key, value in (attrs or {}).items():
+            data.attrs[key] = value
         valid = set(np.random.default_rng(seed).permutation(len(names))[:round(valid_fraction * len(names))])
         f.create_dataset("mask/train", data=np.array([n for i, n in enumerate(names) if i not in valid], dtype="S"))
         f.create_dataset("mask/valid", data=np.array([n for i, n in enumerate(names) if i in valid], dtype="S"))
@@ -54,6 +58,8 @@ def _write_episode(group: h5py.Group, ep: Episode) -> None:
     group.create_dataset("dones", data=ep.dones.astype(np.int64))
     if ep.states is not None:
         group.create_dataset("states", data=ep.states)
+    if ep.successes is not None:
+        group.create_dataset("success", data=ep.successes.astype(np.int64))
     group.attrs["num_samples"] = len(ep)
 
 
@@ -116,7 +122,9 @@ def _read_episode(group: h5py.Group, where: str, keys: Sequence[str], obs_dims: 
         raise DataError(f"{path}: {where}/states has {len(states)} steps but {where}/actions has {steps}")
     next_obs = ({k: _read_steps(group, f"next_obs/{k}", (steps, obs_dims[k]), where, path) for k in keys}
                 if all(f"next_obs/{k}" in group for k in keys) else None)
-    return Episode(obs=obs, actions=actions, rewards=rewards, dones=dones, states=states, next_obs=next_obs, name=where)
+    successes = _read_steps(group, "success", (steps,), where, path).astype(bool) if "success" in group else None
+    return Episode(obs=obs, actions=actions, rewards=rewards, dones=dones, states=states, next_obs=next_obs, name=where,
+                   successes=successes)
 
 
 def _read_steps(group: h5py.Group, key: str, shape: tuple[int, ...], where: str, path: Path) -> np.ndarray:

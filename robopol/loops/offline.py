@@ -1,5 +1,6 @@
-"""Offline loop (behaviour cloning; later IQL critics): batches from a demonstration dataset ->
-algo.update(batch), with no environment stepping until the final evaluation.
+"""Offline loop (behaviour cloning; QGF's BC actor + IQL critic): batches from a demonstration dataset ->
+algo.update(batch), with no environment stepping until the final evaluation. What it asks of the
+algorithm is robopol.algos.base.OfflineAlgorithm.
 
 Flow: read + validate the dataset for the task -> fit the normaliser on the training demos (a
 resumed run keeps the checkpoint's) -> windows (observation history, action chunk) -> one iteration
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from robopol import distributed
+from robopol.algos.base import OfflineAlgorithm
+from robopol.data.chunk_returns import ChunkReturns, chunk_returns, final_frames
 from robopol.data.datasets import check_dimensions, load_demonstrations
 from robopol.data.episodes import Demonstrations, Episode
 from robopol.data.normalizer import Normalizer
@@ -54,6 +57,14 @@ def normalised_windows(episodes: list[Episode], normalizer: Normalizer, spec: Ch
     return make_windows(obs, actions, spec.n_obs_steps, spec.horizon)
 
 
+def normalised_chunk_returns(episodes: list[Episode], normalizer: Normalizer, spec: ChunkSpec,
+                             algo: OfflineAlgorithm, gamma: float) -> ChunkReturns:
+    frames = [normalizer.normalize_obs(torch.as_tensor(final_frames(ep))).cpu().numpy() for ep in episodes]
+    actions = [normalizer.normalize_action(torch.as_tensor(ep.actions)).cpu().numpy() for ep in episodes]
+    rewards = [algo.step_rewards(ep) for ep in episodes]
+    return chunk_returns(episodes, frames, actions, rewards, spec.n_obs_steps, spec.horizon, spec.n_action_steps, gamma)
+
+
 class OfflineLoop(Loop):
     stream = "offline"
     unit = "grad step"
@@ -61,9 +72,11 @@ class OfflineLoop(Loop):
 
     def __init__(self, runner: RunState) -> None:
         super().__init__(runner)
+        assert isinstance(runner.algo, OfflineAlgorithm), "the offline loop drives OfflineAlgorithm subclasses"
+        self.algo: OfflineAlgorithm = runner.algo
         cfg, algo = runner.cfg, runner.algo.cfg
-        dataset = algo.dataset  # type: ignore[attr-defined]  (every offline algorithm reads a dataset)
-        self.demos = load_demonstrations(dataset, cfg.task, drop_bad=algo.drop_bad_episodes)  # type: ignore[attr-defined]
+        dataset = algo.dataset
+        self.demos = load_demonstrations(dataset, cfg.task, drop_bad=algo.drop_bad_episodes)
         check_dimensions(self.demos, dataset, cfg.task, runner.spec.obs_dim, runner.spec.act_dim)
         self.train_eps, self.valid_eps = split_episodes(self.demos)
         self.num_steps, self.batch_size, self.val_every = algo.num_steps, algo.batch_size, algo.val_every
@@ -78,19 +91,27 @@ class OfflineLoop(Loop):
         if runner.progress == 0:  # a resumed run keeps the statistics it trained with
             actions = torch.as_tensor(np.concatenate([ep.actions for ep in self.train_eps]))
             runner.normalizer.fit(torch.as_tensor(np.concatenate([ep.flat_obs for ep in self.train_eps])),
-                                  actions if getattr(runner.algo.cfg, "action_bounds", "data") == "data" else None)
+                                  actions if self.algo.cfg.action_bounds == "data" else None)
         self.data = normalised_windows(self.train_eps, runner.normalizer, runner.spec)
+        gamma = self.algo.return_discount
+        self.returns = (None if gamma is None else
+                        normalised_chunk_returns(self.train_eps, runner.normalizer, runner.spec, self.algo, gamma))
         self.valid = normalised_windows(self.valid_eps, runner.normalizer, runner.spec) if self.valid_eps else None
 
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
-        runner, algo = self.runner, self.runner.algo
+        runner, algo = self.runner, self.algo
         steps = min(self.block, self.num_steps - runner.progress)
         losses = []
         for _ in range(steps):
             index = shard_indices(len(self.data), self.batch_size, distributed.rank(), distributed.world_size())
-            obs, actions = (to_learner(t, runner.device) for t in self.data.batch(index))
+            if self.returns is None:
+                obs, actions = self.data.batch(index)
+                batch = {"obs": obs, "actions": actions}
+            else:  # the same windows, in the same order, with their chunk returns
+                batch = self.returns.batch(index)
+            batch = {key: to_learner(value, runner.device) for key, value in batch.items()}
             with runner.precision():
-                out = algo.update({"obs": obs, "actions": actions}, progress)
+                out = algo.update(batch, progress)
             losses.append(out["loss"])
         metrics = {**out, "loss": float(np.mean(losses))}  # the block's mean loss, the last step's schedule
         done = runner.progress + steps

@@ -1,0 +1,112 @@
+"""Benchmark: QGF beside unguided BC on PushT and Lift, each from a mixed-quality dataset.
+
+Per task, with the CLI alone (every setting is in policies/qgf_<task>.yaml, whose header holds the commands):
+1. `robopol demos TASK --mix ...`: the expert at two noise levels plus uniformly random (failing) episodes;
+2. `robopol pretrain policy=qgf_TASK`: one run trains the BC flow actor and the IQL critic;
+3. `robopol sweep RUN`: w = 0 (plain BC) and the official guidance weights, best-of-N off (1) and on (8),
+   on the task's evaluation seeds;
+4. the best guided setting on those seeds (success, then PushT score, then the smaller N and w) and
+   plain BC (w = 0, N = 1: the same checkpoint) are evaluated again on held-out seeds no sweep saw.
+Results go to bench/out/qgf/ (qgf.json, qgf_sweep.png); copy them to bench/results/ for the README.
+Stages whose output exists are skipped, so a re-run only aggregates:
+
+    nice -n 5 env OMP_NUM_THREADS=1 python bench/bench_qgf.py [--tasks pusht lift]
+
+Not run in CI: about 30 minutes of one core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+from robopol.checkpoint import load_checkpoint, load_policy  # noqa: E402
+from robopol.eval_settings import plot_sweep, with_eval_settings  # noqa: E402
+from robopol.evaluate import evaluate  # noqa: E402
+from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
+
+OUT = Path(__file__).parent / "out" / "qgf"
+HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench_benchmarks.py: seeds no in-run evaluation or sweep sees
+WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the paper's sweep
+BEST_OF_N = (1, 8)
+# Episodes per sweep point and on held-out seeds, shrunk to the one-core budget: Lift (robosuite, ~70
+# env steps/s, failures run 300 steps) gets 10 per point and 100 held-out, PushT 20 and 200.
+TASKS: dict[str, dict[str, Any]] = {
+    "pusht": {"mix": "2.0:60,20.0:20,random:10", "sweep_episodes": 20, "held_out": 200},
+    "lift": {"mix": "0.15:20,0.6:10,random:10", "sweep_episodes": 10, "held_out": 100},
+}
+
+
+def cli(*args: str) -> dict[str, Any]:
+    """Run `robopol ARGS` and return its last JSON line."""
+    done = subprocess.run([sys.executable, "-m", "robopol.cli", *args], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_task(task: str) -> dict[str, Any]:
+    spec, data, run = TASKS[task], OUT / f"{task}_mixed.hdf5", OUT / f"{task}-qgf"
+    timing: dict[str, float] = {}
+    if not data.exists():
+        start = time.perf_counter()
+        stats = cli("demos", task, "--mix", spec["mix"], "--seed", "1000", "--out", str(data))
+        data.with_suffix(".json").write_text(json.dumps(stats))
+        timing["demos_s"] = time.perf_counter() - start
+    if not (run / "checkpoints" / "LATEST").exists():
+        start = time.perf_counter()
+        cli("pretrain", f"task={task}", f"policy=qgf_{task}", f"policy.algo.dataset={data}", f"train.run_dir={run}",
+            "train.progress=false")
+        timing["pretrain_s"] = time.perf_counter() - start
+    sweep_file = run / "eval" / "sweep" / "sweep.json"
+    if not sweep_file.exists():
+        start = time.perf_counter()
+        cli("sweep", str(run), "--weights", *map(str, WEIGHTS), "--best-of-n", *map(str, BEST_OF_N),
+            "--episodes", str(spec["sweep_episodes"]))
+        timing["sweep_s"] = time.perf_counter() - start
+    sweep = json.loads(sweep_file.read_text())
+    guided = [r for r in sweep["rows"] if (r["guidance_weight"], r["best_of_n"]) != (0.0, 1)]
+    chosen = max(guided, key=lambda r: (r["success_rate"], r.get("mean_max_reward", 0.0), -r["best_of_n"],
+                                        -r["guidance_weight"]))
+    held_file = run / "eval" / "held_out.json"
+    if not held_file.exists():
+        start = time.perf_counter()
+        ckpt = load_checkpoint(run)
+        held = {}
+        for name, w, n in (("bc", 0.0, 1), ("qgf", chosen["guidance_weight"], chosen["best_of_n"])):
+            setting = with_eval_settings(ckpt, [f"policy.algo.guidance_weight={w}", f"policy.algo.best_of_n={n}"])
+            held[name] = {"guidance_weight": w, "best_of_n": n, **evaluate(
+                load_policy(setting), setting.config.task, setting.config.policy, spec["held_out"], HELD_OUT_SEED_BASE)}
+        held_file.write_text(json.dumps(held, indent=2))
+        timing["held_out_s"] = time.perf_counter() - start
+    previous = json.loads((OUT / "qgf.json").read_text()).get(task, {}) if (OUT / "qgf.json").exists() else {}
+    demos = json.loads(data.with_suffix(".json").read_text()) if data.with_suffix(".json").exists() else {}
+    return {"mix": spec["mix"], "demos": demos.get("mix"), "recipe": f"policies/qgf_{task}.yaml",
+            "sweep_seeds": sweep["seeds"], "held_out_seeds": [HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + spec["held_out"] - 1],
+            "chosen": {"guidance_weight": chosen["guidance_weight"], "best_of_n": chosen["best_of_n"]},
+            "sweep": sweep["rows"], "held_out": json.loads(held_file.read_text()),
+            "timing": {**previous.get("timing", {}), **timing}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = json.loads((OUT / "qgf.json").read_text()) if (OUT / "qgf.json").exists() else {}
+    for task in args.tasks:
+        results[task] = run_task(task)
+        (OUT / "qgf.json").write_text(json.dumps(results, indent=2))
+        held = results[task]["held_out"]
+        print(f"{task}: BC {held['bc']['success_rate']:.3f} -> QGF {held['qgf']['success_rate']:.3f} "
+              f"(w={held['qgf']['guidance_weight']:g}, N={held['qgf']['best_of_n']}) on held-out seeds", flush=True)
+    plot_sweep([{"task": t, "rows": r["sweep"]} for t, r in results.items()], OUT / "qgf_sweep.png")
+
+
+if __name__ == "__main__":
+    main()
