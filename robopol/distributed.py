@@ -6,25 +6,34 @@ a rank that dies or stalls makes the others fail within `timeout_s` instead of w
 torchrun itself stops the remaining ranks once one exits with an error). Without torchrun nothing here
 does anything: a single process runs exactly as it always has.
 
-What crosses ranks: every optimiser step's gradients (one flat all-reduce, averaged, registered as a
-global optimiser step pre-hook so each algorithm's step passes through it and its own pre-hooks, such
-as gradient clipping, see the averaged gradient), running-statistics moments (an exact parallel
-mean / variance merge), the env steps each iteration made, and per-rank checkpoint state (gathered to
-rank 0, the only rank that logs, evaluates and writes the run folder)."""
+What crosses ranks: every optimiser step's gradients (one flat sum, averaged, registered as a global
+optimiser step pre-hook so each algorithm's step passes through it and its own pre-hooks, such as
+gradient clipping, see the averaged gradient; through shared memory when all ranks share one CPU host,
+as gloo's per-message latency would dominate small networks' minibatch steps), running-statistics
+moments (an exact parallel mean / variance merge, once per collection), the env steps each iteration
+made, and per-rank checkpoint state (gathered to rank 0, the only rank that logs, evaluates and writes
+the run folder)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from robopol import shared_memory_sum
 from robopol.errors import RobopolError
+
+
+_local_sum: shared_memory_sum.SharedMemorySum | None = None  # while a gloo session's ranks share one x86-64 host
 
 
 class RankLostError(RobopolError):
@@ -68,6 +77,10 @@ def session(device: torch.device, timeout_s: float) -> Iterator[None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    global _local_sum
+    if backend == "gloo" and shared_memory_sum.supported() and _one_host():
+        _local_sum = shared_memory_sum.SharedMemorySum(from_main(f"robopol-{uuid.uuid4().hex}"), rank(), world_size(),
+                                                       dist.barrier, timeout_s)
     hook = register_optimizer_step_pre_hook(_average_gradients)
     try:
         yield
@@ -79,7 +92,17 @@ def session(device: torch.device, timeout_s: float) -> Iterator[None]:
                             "output for its error") from None
     finally:
         hook.remove()
+        _local_sum = None
         dist.destroy_process_group()
+
+
+def _one_host() -> bool:
+    """Whether every rank runs on this machine (same host name and boot)."""
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    me = (socket.gethostname(), boot.read_text().strip() if boot.exists() else "")
+    everyone: list[Any] = [None] * world_size()
+    dist.all_gather_object(everyone, me)
+    return all(other == me for other in everyone)
 
 
 def _gist(exc: BaseException) -> str:
@@ -92,18 +115,26 @@ def _comm_device() -> torch.device:
 
 
 def average_gradients(params: list[torch.Tensor]) -> None:
-    """Replace each parameter's gradient by its mean over ranks: one flat all-reduce. Parameters without
+    """Replace each parameter's gradient by its mean over ranks: one flat collective. Parameters without
     a gradient (a frozen actor during critic warm-up) are the same on every rank and are left out."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or not active():
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size()
+    flat = _sum_over_ranks(flat) / world_size()
     offset = 0
     for g in grads:
         g.copy_(flat[offset: offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def _sum_over_ranks(flat: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of every rank's `flat`, the same on every rank: through shared memory when the
+    ranks share a host and the CPU (robopol.shared_memory_sum), else one all-reduce (NCCL, several hosts)."""
+    if _local_sum is not None:
+        return _local_sum(flat)
+    dist.all_reduce(flat)
+    return flat
 
 
 def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -1,6 +1,7 @@
 """Multi-process training on gloo, 2 processes on this machine: the all-reduced gradient step keeps ranks
-identical and equals one process on the union of their data; merged normaliser statistics equal the
-one-process statistics of the same observations; a bad train.device is one error line."""
+identical and equals one process on the union of their data; merged normaliser and reward statistics
+equal the one-process statistics of the same observations, and between merges each rank folds in only
+its own; a bad train.device is one error line."""
 
 import os
 import socket
@@ -11,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from robopol import distributed
-from robopol.data.normalizer import Normalizer
+from robopol import distributed, shared_memory_sum
+from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.errors import ConfigError
 
 
@@ -38,6 +39,10 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.randn(5, 8, 3, generator=g), torch.randn(5, 8, 1, generator=g), torch.randn(40, 2, 4, generator=g) * 3 + 1
 
 
+def _rewards() -> np.ndarray:
+    return np.random.default_rng(2).normal(1.0, 2.0, size=(5, 8))
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
@@ -53,11 +58,20 @@ def _worker(rank: int, port: int, out: str) -> None:
             dist.all_gather(gathered, flat)
             snapshots.append(torch.stack(gathered))
         norm = Normalizer(4, np.full(2, -1.0), np.full(2, 1.0))
-        for batch in obs.split(8):  # each rank folds in its own half of every batch
+        scaler = RewardScaler(4, gamma=0.9)
+        stats = []
+        for i, batch in enumerate(obs.split(8)):  # each rank folds in its own half of every batch
             norm.update(batch[rank * 4:(rank + 1) * 4])
+            scaler(_rewards()[i, rank * 4:(rank + 1) * 4], np.zeros(4, dtype=bool))
+            if i in (1, 4):  # merged twice, after the 2nd and the last batch
+                stats.append({"own_mean": norm.obs_mean.clone(), "own_count": float(norm.count)})
+                norm.merge_ranks()
+                scaler.merge_ranks()
+        shared_memory = distributed._local_sum is not None
         if rank == 0:
-            torch.save({"snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
-                        "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count}, out)
+            torch.save({"shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
+                        "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count, "stats": stats,
+                        "reward": (scaler.mean, scaler.var, scaler.count)}, out)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +82,7 @@ def two_ranks(tmp_path_factory):
 
 
 def test_parameters_are_identical_on_every_rank_after_every_update(two_ranks):
+    assert two_ranks["shared_memory"] == shared_memory_sum.supported()  # both ranks on this host: no TCP round trips
     for step, both in enumerate(two_ranks["snapshots"]):
         assert torch.equal(both[0], both[1]), f"ranks differ after update {step + 1}"
 
@@ -92,6 +107,30 @@ def test_merged_normaliser_equals_one_process_statistics(two_ranks):
     torch.testing.assert_close(two_ranks["var"], one.obs_var, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(two_ranks["mean"].double(), flat.mean(0), rtol=1e-5, atol=1e-5)
     assert float(two_ranks["count"]) == pytest.approx(80, abs=1e-6)
+
+
+def test_between_merges_a_rank_folds_in_only_its_own_observations(two_ranks):
+    """No collective per step: before the first merge rank 0 holds its own half's statistics; before the
+    second, the first merge's union plus its own half of the next three batches."""
+    _, _, obs = _data()
+    own = obs.split(8)
+    first, second = two_ranks["stats"]
+    assert first["own_count"] == pytest.approx(16, abs=1e-6)
+    torch.testing.assert_close(first["own_mean"].double(), torch.cat([b[:4] for b in own[:2]]).reshape(-1, 4).double().mean(0),
+                               rtol=1e-5, atol=1e-5)
+    assert second["own_count"] == pytest.approx(32 + 24, abs=1e-6)
+    seen = torch.cat([*own[:2], *(b[:4] for b in own[2:])]).reshape(-1, 4).double()
+    torch.testing.assert_close(second["own_mean"].double(), seen.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_merged_reward_scaler_equals_one_process_statistics(two_ranks):
+    one = RewardScaler(8, gamma=0.9)
+    for row in _rewards():
+        one(row, np.zeros(8, dtype=bool))
+    mean, var, count = two_ranks["reward"]
+    assert count == pytest.approx(one.count)
+    assert mean == pytest.approx(one.mean, rel=1e-9)
+    assert var == pytest.approx(one.var, rel=1e-9)
 
 
 @pytest.mark.parametrize("value", ["gpu", "cuda:x", "CPU", "cuda0"])

@@ -1,7 +1,9 @@
 """End to end on the CLI with 2 gloo ranks: torchrun trains and resumes a run (another world size is
-refused in one line), and a rank that dies makes the other stop with an error, not hang."""
+refused in one line), 2 ranks raise the return on Reach, and a rank that dies makes the other stop with
+an error, not hang."""
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -9,6 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from robopol.config import load_run_config
+from robopol.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -45,6 +52,20 @@ def test_two_ranks_train_and_resume_and_another_world_size_is_refused(tmp_path):
     assert more.returncode == 0, more.stderr[-2000:]
     steps = [int(r["env_steps"]) for r in csv.DictReader((run / "train.csv").read_text().splitlines())]
     assert steps == [512, 1024, 1536]
+
+
+@pytest.mark.slow
+def test_two_ranks_raise_the_return_on_reach(tmp_path):
+    """The learning test of tests/test_learning.py, on 2 ranks: the same number of updates (each rank's
+    16k env steps), averaged gradients and merged statistics still learn to reach."""
+    args = ["task=reach", "policy=ppo", "train.rollout_steps=64", "train.eval_every=0", "train.eval_episodes=16",
+            "train.progress=false", "train.video=false", "train.seed=3"]
+    before = Runner(load_run_config(args), tmp_path / "untrained").evaluate()["return_mean"]
+    done = _torchrun("train", *args, "train.total_env_steps=32000", f"train.run_dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = json.loads(done.stdout.strip().splitlines()[-1])["return_mean"]
+    print(f"2 ranks: evaluation return {before:.1f} -> {after:.1f}")
+    assert after > before + 8, f"2 ranks: evaluation return {before:.1f} -> {after:.1f}"
 
 
 def test_a_killed_rank_makes_the_other_stop_with_an_error_within_the_timeout(tmp_path):

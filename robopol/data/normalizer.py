@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,30 @@ from torch import nn
 from robopol import distributed
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and population variance of a set of samples; `add` is the exact parallel merge."""
+
+    count: float
+    mean: Any  # a tensor (per-dimension) or a float
+    var: Any
+
+    def add(self, other: Moments) -> Moments:
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / total
+        var = (self.var * self.count + other.var * other.count + delta**2 * self.count * other.count / total) / total
+        return Moments(total, mean, var)
+
+
 class Normalizer(nn.Module):
     """obs -> clip((obs - mean) / std, +-clip); actions in [-1, 1] <-> env units [low, high].
 
     Running statistics (Chan et al. parallel update) serve RL from scratch; `fit` sets them from
-    demonstrations for behaviour cloning. Buffers, so they are saved with the weights. Under torchrun a
-    batch's moments are first merged over ranks, so every rank holds the statistics of all ranks' envs."""
+    demonstrations for behaviour cloning. Buffers, so they are saved with the weights. Under torchrun each
+    rank folds in its own envs' observations as they come and `merge_ranks` (once per iteration, not per
+    step: every collective is a scheduling round trip) makes every rank's statistics those of all ranks'
+    observations so far."""
 
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, clip_obs: float = 10.0,
                  eps: float = 1e-8) -> None:
@@ -27,14 +46,44 @@ class Normalizer(nn.Module):
         self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
         self.register_buffer("action_low", torch.as_tensor(np.asarray(action_low, dtype=np.float32)))
         self.register_buffer("action_high", torch.as_tensor(np.asarray(action_high, dtype=np.float32)))
+        # Under torchrun: this rank's observations since the last merge over ranks, and the statistics then.
+        self.unmerged: Moments | None = None
+        self.at_merge: Moments | None = None
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
         """Fold a batch of raw observations (..., obs_dim) into the running mean and variance."""
         flat = obs.reshape(-1, obs.shape[-1]).double()
-        n = flat.shape[0]
         var, mean = torch.var_mean(flat, dim=0, unbiased=False)
-        mean, var, n = distributed.merge_moments(mean, var, n)
+        n = flat.shape[0]
+        if distributed.active():
+            if self.unmerged is None:
+                self.at_merge, self.unmerged = self._moments(), Moments(n, mean, var)
+            else:
+                self.unmerged = self.unmerged.add(Moments(n, mean, var))
+        self._fold(mean, var, n)
+
+    @torch.no_grad()
+    def merge_ranks(self) -> None:
+        """Every rank's statistics := the statistics at the last merge plus every rank's observations since
+        (a collective: every rank calls it at the same point); nothing to do in a single process."""
+        if not distributed.active():
+            return
+        mine = self.unmerged or Moments(0, torch.zeros_like(self.obs_mean, dtype=torch.float64),
+                                        torch.zeros_like(self.obs_var, dtype=torch.float64))
+        mean, var, n = distributed.merge_moments(mine.mean, mine.var, mine.count)
+        if self.at_merge is not None:  # back to the statistics before this rank's own observations
+            self.obs_mean.copy_(self.at_merge.mean)
+            self.obs_var.copy_(self.at_merge.var)
+            self.count.fill_(self.at_merge.count)
+        self.unmerged = self.at_merge = None
+        if n:
+            self._fold(mean, var, n)
+
+    def _moments(self) -> Moments:
+        return Moments(float(self.count), self.obs_mean.clone(), self.obs_var.clone())
+
+    def _fold(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
         total = self.count + n
         delta = mean - self.obs_mean.double()
         new_mean = self.obs_mean.double() + delta * n / total
@@ -75,6 +124,8 @@ class RewardScaler:
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(num_envs)
         self.mean, self.var, self.count = 0.0, 1.0, eps
+        self.unmerged: Moments | None = None  # under torchrun, as in Normalizer
+        self.at_merge: Moments | None = None
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + reward
@@ -92,9 +143,28 @@ class RewardScaler:
         n = x.shape[0]
         mean = np.add.reduce(x) / n
         var = np.add.reduce(np.square(x - mean)) / n
-        if distributed.active():  # every rank scales by the discounted returns of all ranks' envs
-            merged_mean, merged_var, n = distributed.merge_moments(torch.tensor([mean]), torch.tensor([var]), n)
-            mean, var = float(merged_mean), float(merged_var)
+        if distributed.active():  # kept for merge_ranks, as the Normalizer does
+            if self.unmerged is None:
+                self.at_merge, self.unmerged = Moments(self.count, self.mean, self.var), Moments(n, mean, var)
+            else:
+                self.unmerged = self.unmerged.add(Moments(n, mean, var))
+        self._fold(mean, var, n)
+
+    def merge_ranks(self) -> None:
+        """Every rank scales by the discounted returns of all ranks' envs: the statistics at the last merge
+        plus every rank's returns since (a collective, like Normalizer.merge_ranks)."""
+        if not distributed.active():
+            return
+        mine = self.unmerged or Moments(0, 0.0, 0.0)
+        mean, var, n = distributed.merge_moments(torch.tensor([float(mine.mean)], dtype=torch.float64),
+                                                 torch.tensor([float(mine.var)], dtype=torch.float64), mine.count)
+        if self.at_merge is not None:
+            self.count, self.mean, self.var = self.at_merge.count, self.at_merge.mean, self.at_merge.var
+        self.unmerged = self.at_merge = None
+        if n:
+            self._fold(float(mean), float(var), n)
+
+    def _fold(self, mean: float, var: float, n: float) -> None:
         total = self.count + n
         delta = mean - self.mean
         self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total

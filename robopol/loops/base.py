@@ -11,7 +11,7 @@ import torch
 from robopol import distributed
 from robopol.algos.base import Algorithm
 from robopol.config import RunConfig
-from robopol.data.normalizer import Normalizer
+from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.device import cpu_side
 from robopol.loops.env_batch import EnvStep, make_env_batch
 from robopol.policies.base import ChunkSpec
@@ -134,6 +134,14 @@ class OnlineLoop(Loop):
         if self.update_obs_stats:
             self.runner.normalizer.update(self.obs)
         return self.obs, self.runner.normalizer.normalize_obs(self.obs)
+
+    def merge_statistics(self, reward_scaler: RewardScaler | None) -> None:
+        """Under torchrun, every rank's observation (and reward) statistics become those of all ranks' envs:
+        once per collection, as each collective is a scheduling round trip (a no-op in one process)."""
+        if self.update_obs_stats:
+            self.runner.normalizer.merge_ranks()
+        if reward_scaler is not None:
+            reward_scaler.merge_ranks()
 
     def env_step(self, actions: torch.Tensor) -> EnvStep:
         """Execute the first n_action_steps of normalised chunks; the envs' step, with self.obs advanced."""

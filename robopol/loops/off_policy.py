@@ -52,6 +52,7 @@ class OffPolicyLoop(OnlineLoop):
                     sums[key] = sums.get(key, 0.0) + value
                 self.gradient_steps += steps
                 updates += 1
+        self.merge_statistics(self.reward_scaler)
         metrics = {key: value / updates for key, value in sums.items()}
         metrics["gradient_steps"] = self.gradient_steps
         return runner.env_steps - before, {**metrics, **self.episode_metrics()}

@@ -53,6 +53,7 @@ class OnPolicyLoop(OnlineLoop):
                             **extras)
         last_values = algo.value(norm.normalize_obs(self.obs))
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
+        self.merge_statistics(self.reward_scaler)
         return self.buffer
 
     def state_dict(self) -> dict[str, Any]:
