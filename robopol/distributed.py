@@ -169,6 +169,16 @@ def sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """A scalar averaged over ranks, for a decision every rank must take alike (PPO's KL early stop:
+    ranks that stopped after different epochs would wait on each other's collectives)."""
+    if not active():
+        return value
+    total = value.detach().reshape(1).to(_comm_device(), torch.float64)
+    dist.all_reduce(total)
+    return (total / world_size()).to(value.device, value.dtype).reshape(value.shape)
+
+
 def broadcast_modules(modules: dict[str, torch.nn.Module]) -> None:
     """Rank 0's weights and buffers on every rank, so all ranks start from one network."""
     if not active():

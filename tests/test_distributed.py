@@ -68,8 +68,9 @@ def _worker(rank: int, port: int, out: str) -> None:
                 norm.merge_ranks()
                 scaler.merge_ranks()
         shared_memory = distributed._local_sum is not None
+        kl = distributed.mean_over_ranks(torch.tensor(1.0 + rank))  # ranks decide an early stop on the same value
         if rank == 0:
-            torch.save({"shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
+            torch.save({"kl": kl, "shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
                         "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count, "stats": stats,
                         "reward": (scaler.mean, scaler.var, scaler.count)}, out)
 
@@ -121,6 +122,10 @@ def test_between_merges_a_rank_folds_in_only_its_own_observations(two_ranks):
     assert second["own_count"] == pytest.approx(32 + 24, abs=1e-6)
     seen = torch.cat([*own[:2], *(b[:4] for b in own[2:])]).reshape(-1, 4).double()
     torch.testing.assert_close(second["own_mean"].double(), seen.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_the_early_stop_kl_is_the_mean_over_ranks(two_ranks):
+    assert float(two_ranks["kl"]) == 1.5  # rank 0's own value is 1.0, rank 1's 2.0
 
 
 def test_merged_reward_scaler_equals_one_process_statistics(two_ranks):

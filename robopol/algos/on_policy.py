@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robopol import distributed
 from robopol.algos.base import Algorithm
 from robopol.config import AlgoConfig, PolicyConfig
 from robopol.critics import ValueCritic
@@ -128,8 +129,8 @@ class OnPolicyAlgorithm(Algorithm):
                 loss.backward()
                 self.optimizer.step()  # clips first (_clip_gradients); a frozen actor (critic warm-up) has no grads
                 stats["value_loss"].append(value_loss.detach())
-            if cfg.target_kl and epoch_kl and torch.stack(epoch_kl).mean() > cfg.target_kl:
-                break
+            if cfg.target_kl and epoch_kl and distributed.mean_over_ranks(torch.stack(epoch_kl).mean()) > cfg.target_kl:
+                break  # every rank stops after the same epoch
         self.iteration += 1
         out = {key: torch.stack(values).mean().item() for key, values in stats.items()}
         returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
