@@ -1,6 +1,6 @@
 """GPC bench: per task two moderate BC parents trained on different demonstrations (Lift: a diffusion
 and a flow parent, the cross-family pair, policies/gpc_lift_{diffusion,flow}.yaml; PushT: two flow
-parents that also observe different windows, 1 and 2 frames, policies/gpc_pusht_flow_{a,b}.yaml), their
+parents with the same recipe, one observed frame each, policies/gpc_pusht_flow_{a,b}.yaml), their
 composition's weights chosen by `robopol compose --search-episodes` on the evaluation seeds, then
 composed vs each parent on held-out seeds. Every step is a CLI command (printed as it runs); outputs
 under bench/out/gpc, the summary in bench/results/gpc.json and gpc.png.
@@ -33,9 +33,9 @@ CHUNK = 50
 PARENTS = {
     "lift": (["--n", "8", "--noise", "0.15"], {"A: diffusion, demos seed 1000": ("gpc_lift_diffusion", 1000, "lift-a"),
                                               "B: flow, demos seed 2000": ("gpc_lift_flow", 2000, "lift-b")}),
-    "pusht": (["--n", "100", "--noise", "2.0", "--format", "zarr"],
-              {"A: flow, 1 frame, demos seed 1000": ("gpc_pusht_flow_a", 1000, "pusht-a"),
-               "B: flow, 2 frames, demos seed 2000": ("gpc_pusht_flow_b", 2000, "pusht-b")}),
+    "pusht": (["--n", "200", "--noise", "2.0", "--format", "zarr"],
+              {"A: flow, demos seed 1000": ("gpc_pusht_flow_a", 1000, "pusht-a"),
+               "B: flow, demos seed 2000": ("gpc_pusht_flow_b", 2000, "pusht-b")}),
 }
 
 
@@ -50,11 +50,13 @@ def per_task(items: list[str]) -> dict[str, int]:
 
 
 def held_out_metrics(policy, ckpt, episodes: int) -> dict:
-    """Success and mean return on held-out seeds, in blocks of CHUNK episodes side by side (200 robosuite
-    envs at once need ~7 GB); the same seeds as one call, and, for zero sampler noise, the same numbers."""
+    """Success, mean return and (PushT) score on held-out seeds, in blocks of CHUNK episodes side by side
+    (200 robosuite envs at once need ~7 GB); the same seeds as one call, and, for zero sampler noise, the
+    same numbers."""
     parts = [evaluate(policy, ckpt.config.task, ckpt.config.policy, min(CHUNK, episodes - start),
                       seed_base=HELD_OUT_SEED_BASE + start) for start in range(0, episodes, CHUNK)]
-    return {key: sum(p[key] * p["episodes"] for p in parts) / episodes for key in ("success_rate", "return_mean", "length_mean")} | {
+    keys = [key for key in ("success_rate", "return_mean", "length_mean", "mean_max_reward") if key in parts[0]]
+    return {key: sum(p[key] * p["episodes"] for p in parts) / episodes for key in keys} | {
         "episodes": episodes, "eval_noise": ckpt.config.policy.eval_noise}
 
 
@@ -87,7 +89,7 @@ def run_task(task: str, search_episodes: int, held_out_episodes: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="+", default=["lift"], choices=list(PARENTS))  # PushT parents: see README
+    parser.add_argument("--tasks", nargs="+", default=list(PARENTS), choices=list(PARENTS))
     parser.add_argument("--search-episodes", nargs="+", default=["lift=10", "pusht=50"])
     parser.add_argument("--held-out", nargs="+", default=["lift=200", "pusht=200"])
     args = parser.parse_args()
