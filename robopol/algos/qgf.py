@@ -29,6 +29,7 @@ from robopol.policies.flow import FlowActor
 from robopol.policies.guidance import QGuidedFlow
 from robopol.typed_config import field
 
+
 @dataclass
 class QGFConfig(BCConfig):
     actor_types: ClassVar[tuple[str, ...]] = ("flow",)
