@@ -28,7 +28,6 @@ from robopol.sim.factory import EVAL_SEED_BASE
 
 HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench/bench_benchmarks.py: disjoint from the search's seeds
 OUT = ROOT / "bench" / "out" / "gpc"
-CHUNK = 50
 # task -> (demos arguments, {parent label: (recipe, demos seed, run folder)})
 PARENTS = {
     "lift": (["--n", "8", "--noise", "0.15"], {"A: diffusion, demos seed 1000": ("gpc_lift_diffusion", 1000, "lift-a"),
@@ -50,14 +49,10 @@ def per_task(items: list[str]) -> dict[str, int]:
 
 
 def held_out_metrics(policy, ckpt, episodes: int) -> dict:
-    """Success, mean return and (PushT) score on held-out seeds, in blocks of CHUNK episodes side by side
-    (200 robosuite envs at once need ~7 GB); the same seeds as one call, and, for zero sampler noise, the
-    same numbers."""
-    parts = [evaluate(policy, ckpt.config.task, ckpt.config.policy, min(CHUNK, episodes - start),
-                      seed_base=HELD_OUT_SEED_BASE + start) for start in range(0, episodes, CHUNK)]
-    keys = [key for key in ("success_rate", "return_mean", "length_mean", "mean_max_reward") if key in parts[0]]
-    return {key: sum(p[key] * p["episodes"] for p in parts) / episodes for key in keys} | {
-        "episodes": episodes, "eval_noise": ckpt.config.policy.eval_noise}
+    """Success, mean return and (PushT) score on held-out seeds (evaluate runs them in blocks that bound memory)."""
+    metrics = evaluate(policy, ckpt.config.task, ckpt.config.policy, episodes, seed_base=HELD_OUT_SEED_BASE)
+    keys = [key for key in ("success_rate", "return_mean", "length_mean", "mean_max_reward", "episodes") if key in metrics]
+    return {key: metrics[key] for key in keys} | {"eval_noise": ckpt.config.policy.eval_noise}
 
 
 def run_task(task: str, search_episodes: int, held_out_episodes: int) -> dict:

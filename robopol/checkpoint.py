@@ -25,12 +25,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from robopol.algos.base import algorithm_class
 from robopol.config import RunConfig
 from robopol.data.atomic import atomic_output
 from robopol.data.normalizer import Normalizer
 from robopol.errors import CheckpointError, RobopolError
 from robopol.policies.base import Actor, ChunkSpec
 from robopol.policies.bundle import PolicyBundle
+from robopol.policies.composed import ComposedPolicy, compose_loaded
 from robopol.typed_config import build, to_dict
 
 FORMAT_VERSION = 1
@@ -208,15 +210,26 @@ def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
     return normalizer
 
 
+def is_composed(ckpt: Checkpoint) -> bool:
+    """A composed (GPC) checkpoint folder holds its parents' checkpoints (robopol.compose writes it)."""
+    return (ckpt.path / "parent_0").is_dir()
+
+
+def load_composed(ckpt: Checkpoint) -> ComposedPolicy:
+    """The composed policy of a composed checkpoint folder (its manifest already checked by loading it)."""
+    folders = sorted(ckpt.path.glob("parent_*"), key=lambda p: int(p.name.split("_")[1]))
+    weights = ckpt.weights.get("composition.weights")
+    if weights is None or len(weights) != len(folders):
+        raise CheckpointError(f"corrupt composed checkpoint {ckpt.path}: no mixing weights for its {len(folders)} parents")
+    parents = [load_checkpoint(f) for f in folders]
+    return compose_loaded([load_policy(p) for p in parents], [str(p.path) for p in parents], weights.tolist())
+
+
 def load_policy(source: str | Path | Checkpoint) -> PolicyBundle:
     """Everything needed to act from a checkpoint alone: the policy bundle (actor, normaliser and
     sampler settings), in eval mode."""
-    from robopol.algos.base import algorithm_class
-
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
-    if (ckpt.path / "parent_0").is_dir():  # a composed (GPC) checkpoint: robopol.compose
-        from robopol.compose import load_composed
-
+    if is_composed(ckpt):
         return load_composed(ckpt)  # type: ignore[return-value]  (a PolicyBundle's interface)
     actor = algorithm_class(ckpt.config.policy.algo.name).served_actor(restore_actor(ckpt), ckpt)
     return PolicyBundle({"actor": actor}, restore_normalizer(ckpt), ckpt.config.policy.eval_noise).eval()

@@ -21,26 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from robopol.checkpoint import (
     FORMAT_VERSION,
     MANIFEST,
     Checkpoint,
     _sha256,
+    is_composed,
     load_checkpoint,
     load_policy,
 )
 from robopol.data.atomic import atomic_output
-from robopol.errors import CheckpointError, ConfigError
-from robopol.policies.composed import ComposedPolicy, incompatible_reason
+from robopol.errors import ConfigError
+from robopol.policies.composed import ComposedPolicy, compose_loaded
 
 PARENT_FILES = ("model.safetensors", "config.json", MANIFEST)
 WEIGHT_SUM_ATOL = 1e-6
-
-
-def is_composed(ckpt: Checkpoint) -> bool:
-    return (ckpt.path / "parent_0").is_dir()
 
 
 def check_weights(weights: Sequence[float], parents: int) -> list[float]:
@@ -71,10 +68,7 @@ def compose_policies(sources: Sequence[str | Path], weights: Sequence[float]) ->
     if len(tasks) > 1:
         raise ConfigError(f"cannot compose: task differs ({', '.join(f'{c.config.task.name} in {c.path}' for c in ckpts)})")
     parents = [load_policy(c) for c in ckpts]
-    reason = incompatible_reason(parents, [str(c.path) for c in ckpts])
-    if reason:
-        raise ConfigError(f"cannot compose: {reason}")
-    return ComposedPolicy(parents, check_weights(weights, len(parents))).eval(), ckpts
+    return compose_loaded(parents, [str(c.path) for c in ckpts], check_weights(weights, len(parents))), ckpts
 
 
 def write_composed(ckpts: Sequence[Checkpoint], weights: Sequence[float], out: str | Path,
@@ -97,16 +91,6 @@ def write_composed(ckpts: Sequence[Checkpoint], weights: Sequence[float], out: s
         digests = {name: _sha256(folder / name) for name in ("config.json", "model.safetensors")}
         (folder / MANIFEST).write_text(json.dumps({"sha256": digests}, indent=2))
     return Path(out)
-
-
-def load_composed(ckpt: Checkpoint) -> ComposedPolicy:
-    """The composed policy of a composed checkpoint folder (its manifest already checked by loading it)."""
-    parents = sorted(ckpt.path.glob("parent_*"), key=lambda p: int(p.name.split("_")[1]))
-    weights = load_file(ckpt.path / "model.safetensors").get("composition.weights")
-    if weights is None or len(weights) != len(parents):
-        raise CheckpointError(f"corrupt composed checkpoint {ckpt.path}: no mixing weights for its {len(parents)} parents")
-    policy, _ = compose_policies(parents, weights.tolist())
-    return policy
 
 
 def search_weights(policy: ComposedPolicy, ckpt: Checkpoint, episodes: int, step: float = 0.1) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Evaluation: fixed seeds disjoint from training, batched across episodes,
+"""Evaluation: fixed seeds disjoint from training, batched across episodes (in blocks that bound memory),
 and a rollout video when offscreen rendering is available.
 
 Metrics include each benchmark's protocol (robopol.protocols): `success_rate` (robomimic: success at
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -25,23 +25,45 @@ from robopol.sim.factory import EVAL_SEED_BASE, make_env
 log = logging.getLogger(__name__)
 
 
+MAX_PARALLEL = 50  # envs alive at once: 200 robosuite envs take ~17 GB, 50 about a quarter of that
+
+NoiseDraw = Callable[[Sequence[int], tuple[int, ...]], torch.Tensor]
+
+
 @torch.inference_mode()
 def evaluate(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfig, episodes: int,
-             seed_base: int = EVAL_SEED_BASE) -> dict[str, float]:
-    """Run `episodes` episodes side by side, one per seed seed_base + i, with the sampler noise that
-    policy_cfg.eval_noise names (random noise is drawn from a generator seeded with seed_base, so the
-    numbers reproduce). The policy acts on all unfinished episodes in one batch; finished ones are not
-    stepped again (slow simulators such as robosuite spend no time on them)."""
-    draw = eval_noise(policy_cfg, seed_base)
-    envs = [make_env(task, policy_cfg) for _ in range(episodes)]
+             seed_base: int = EVAL_SEED_BASE, max_parallel: int = MAX_PARALLEL) -> dict[str, float]:
+    """Run `episodes` episodes, one per seed seed_base + i, side by side in blocks of at most `max_parallel`
+    envs (memory), with the sampler noise that policy_cfg.eval_noise names (random noise: each episode its
+    own generator seeded with its env seed, so the numbers reproduce and do not depend on the blocks)."""
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+    seeds = [seed_base + i for i in range(episodes)]
+    draw = eval_noise(policy_cfg, seeds)
+    blocks = [_run_block(policy, task, policy_cfg, range(start, min(start + max_parallel, episodes)), seeds, draw)
+              for start in range(0, episodes, max_parallel)]
+    returns, lengths, max_coverage, success = (np.concatenate(column) for column in zip(*blocks))
+    metrics = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+               "length_mean": float(lengths.mean()), "success_rate": float(success.mean()), "episodes": episodes}
+    if task.backend == "pusht":
+        metrics["mean_max_reward"] = float(np.clip(max_coverage / SUCCESS_COVERAGE, 0.0, 1.0).mean())
+    return metrics
+
+
+def _run_block(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfig, block: range, seeds: Sequence[int],
+               draw: NoiseDraw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Episodes `block` side by side, one env each: per episode the return, length, last max_coverage and
+    success. The policy acts on all unfinished episodes in one batch; finished ones are not stepped again
+    (slow simulators such as robosuite spend no time on them)."""
+    n = len(block)
+    envs = [make_env(task, policy_cfg) for _ in range(n)]
     try:
-        obs = np.stack([env.reset(seed=seed_base + i)[0] for i, env in enumerate(envs)])
-        returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
-        max_coverage = np.zeros(episodes)
-        success, active = np.zeros(episodes, dtype=bool), np.ones(episodes, dtype=bool)
+        obs = np.stack([env.reset(seed=seeds[e])[0] for e, env in zip(block, envs)])
+        returns, lengths, max_coverage = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n)
+        success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
         while active.any():
             idx = np.flatnonzero(active)
-            noise = draw(policy.noise_shape(len(idx)))
+            noise = draw([block[i] for i in idx], policy.noise_shape(len(idx)))
             actions = policy(torch.as_tensor(obs[idx], dtype=torch.float32), noise)[:, : policy.n_action_steps]
             for i, action in zip(idx, actions.numpy()):
                 obs[i], reward, terminated, truncated, info = envs[i].step(action)
@@ -53,19 +75,17 @@ def evaluate(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfig, e
     finally:
         for env in envs:
             env.close()
-    metrics = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-               "length_mean": float(lengths.mean()), "success_rate": float(success.mean()), "episodes": episodes}
-    if task.backend == "pusht":
-        metrics["mean_max_reward"] = float(np.clip(max_coverage / SUCCESS_COVERAGE, 0.0, 1.0).mean())
-    return metrics
+    return returns, lengths, max_coverage, success
 
 
-def eval_noise(policy_cfg: PolicyConfig, seed: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
-    """shape -> sampler noise for evaluation: zeros, or standard normal from a generator seeded with `seed`."""
+def eval_noise(policy_cfg: PolicyConfig, seeds: Sequence[int]) -> NoiseDraw:
+    """(episodes, shape) -> sampler noise for those episodes (rows in that order; noise shapes are batch
+    first): zeros, or standard normal with each episode's rows from its own generator, seeded with its
+    entry of `seeds`, so an episode's noise does not depend on which episodes are drawn beside it."""
     if policy_cfg.eval_noise == "zero":
-        return torch.zeros
-    generator = torch.Generator().manual_seed(seed)
-    return lambda shape: torch.randn(shape, generator=generator)
+        return lambda _episodes, shape: torch.zeros(shape)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return lambda episodes, shape: torch.cat([torch.randn((1, *shape[1:]), generator=generators[e]) for e in episodes])
 
 
 def _renders_with_mujoco(task: TaskConfig) -> bool:
@@ -108,10 +128,10 @@ def record_video(policy: PolicyBundle, task: TaskConfig, policy_cfg: PolicyConfi
         return None
     import imageio.v2 as imageio
 
-    draw = eval_noise(policy_cfg, seed)
+    draw = eval_noise(policy_cfg, [seed])  # the noise evaluate gives the episode with this seed
     done = False
     while not done and len(frames) < max_frames:
-        noise = draw(policy.noise_shape(1))
+        noise = draw([0], policy.noise_shape(1))
         action = policy(torch.as_tensor(obs, dtype=torch.float32)[None], noise)[0, : policy.n_action_steps]
         # step the chunk one action at a time so every frame is rendered
         for a in action.numpy():

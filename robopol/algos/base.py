@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from robopol import registry
-from robopol.config import AlgoConfig, PolicyConfig
+from robopol.config import AlgoConfig, PolicyConfig, RunConfig
 from robopol.errors import ConfigError
 from robopol.policies.base import Actor
 from robopol.typed_config import field
@@ -24,10 +24,18 @@ from robopol.typed_config import field
 if TYPE_CHECKING:
     import numpy as np
 
-    from robopol.checkpoint import Checkpoint
     from robopol.data.episodes import Episode
 
 LOOPS = ("on_policy", "off_policy", "offline")
+
+
+class StoredRun(Protocol):
+    """What `served_actor` reads from a checkpoint; robopol.checkpoint.Checkpoint is one (that module
+    imports this one to build a policy bundle, so this one names the interface, not the class)."""
+
+    config: RunConfig
+
+    def load_into(self, name: str, module: nn.Module, purpose: str) -> None: ...
 
 
 class Algorithm(abc.ABC):
@@ -72,7 +80,7 @@ class Algorithm(abc.ABC):
         pass
 
     @classmethod
-    def served_actor(cls, actor: Actor, ckpt: Checkpoint) -> Actor:
+    def served_actor(cls, actor: Actor, ckpt: StoredRun) -> Actor:
         """What a policy bundle loaded from `ckpt` serves, given its restored `actor`: the actor itself,
         or (QGF) a sampler built around it from the checkpoint's other modules and settings."""
         return actor

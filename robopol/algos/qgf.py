@@ -12,12 +12,13 @@ the critic trains. The guidance weight and best-of-N are evaluation-time setting
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from robopol.algos.base import StoredRun
 from robopol.algos.bc import BC, BCConfig
 from robopol.config import PolicyConfig
 from robopol.critics import EMATarget, QEnsemble, ValueCritic, bootstrapped_target, q_loss
@@ -27,9 +28,6 @@ from robopol.policies.base import Actor
 from robopol.policies.flow import FlowActor
 from robopol.policies.guidance import QGuidedFlow
 from robopol.typed_config import field
-
-if TYPE_CHECKING:
-    from robopol.checkpoint import Checkpoint
 
 
 @dataclass
@@ -128,7 +126,7 @@ class QGF(BC):
         return QGuidedFlow(actor, critic, cfg.guidance_weight, cfg.best_of_n)
 
     @classmethod
-    def served_actor(cls, actor: Actor, ckpt: Checkpoint) -> Actor:
+    def served_actor(cls, actor: Actor, ckpt: StoredRun) -> Actor:
         """The checkpoint's BC actor guided by its target Q, with the config's evaluation settings."""
         check_best_of_n(ckpt.config.policy)
         critic = build_critic(ckpt.config.policy, actor)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robopol.errors import ConfigError
 from robopol.policies.bundle import PolicyBundle
 from robopol.policies.diffusion import DiffusionActor
 from robopol.policies.flow import FlowActor
@@ -46,8 +47,9 @@ def incompatible_reason(parents: Sequence[PolicyBundle], names: Sequence[str]) -
     """Why these parents cannot be composed (one phrase naming the mismatch), or None."""
     first, name0 = parents[0], names[0]
     for p, name in zip(parents, names):
-        if not isinstance(p.actor, GenerativeActor):
-            return f"{name} has a {type(p.actor).__name__}, not a diffusion or flow actor: only those compose"
+        actor = getattr(p, "actor", p)  # a ComposedPolicy (a composed parent) has no single actor
+        if not isinstance(actor, GenerativeActor):
+            return f"{name} has a {type(actor).__name__}, not a diffusion or flow actor: only those compose"
     for p, name in zip(parents[1:], names[1:]):
         for what in ("act_dim", "obs_dim", "horizon"):
             if getattr(p, what) != getattr(first, what):
@@ -62,6 +64,15 @@ def incompatible_reason(parents: Sequence[PolicyBundle], names: Sequence[str]) -
         if k != k0:
             return f"step schedule differs: {k0} sampling steps in {name0}, {k} in {name} (mixing happens once per step)"
     return None
+
+
+def compose_loaded(parents: Sequence[PolicyBundle], names: Sequence[str], weights: Sequence[float]) -> ComposedPolicy:
+    """The composition of already-loaded parents (named by `names` in errors), in eval mode; parents that do
+    not reconcile are refused with one ConfigError line naming the mismatch."""
+    reason = incompatible_reason(parents, names)
+    if reason:
+        raise ConfigError(f"cannot compose: {reason}")
+    return ComposedPolicy(parents, weights).eval()
 
 
 def timestep_at(actor: DiffusionActor, t: torch.Tensor) -> torch.Tensor:
