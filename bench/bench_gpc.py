@@ -5,7 +5,7 @@ composition's weights chosen by `robopol compose --search-episodes` on the evalu
 composed vs each parent on held-out seeds. Every step is a CLI command (printed as it runs); outputs
 under bench/out/gpc, the summary in bench/results/gpc.json and gpc.png.
 
-    python bench/bench_gpc.py [--tasks lift pusht] [--search-episodes lift=10 pusht=50] [--held-out lift=200 pusht=200]
+    python bench/bench_gpc.py [--tasks lift pusht] [--search-episodes lift=10 pusht=200] [--held-out lift=200 pusht=200]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def run_task(task: str, search_episodes: int, held_out_episodes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=list(PARENTS), choices=list(PARENTS))
-    parser.add_argument("--search-episodes", nargs="+", default=["lift=10", "pusht=50"])
+    parser.add_argument("--search-episodes", nargs="+", default=["lift=10", "pusht=200"])
     parser.add_argument("--held-out", nargs="+", default=["lift=200", "pusht=200"])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
