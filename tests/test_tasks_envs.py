@@ -65,6 +65,14 @@ def test_pusht_is_seedable_and_reports_coverage_as_gym_pusht_rewards_it():
         np.testing.assert_allclose(obs[:16], pusht.keypoints(pose)[0].reshape(-1), atol=1e-3)
 
 
+def test_pusht_keypoint_observations_lie_in_the_declared_space():
+    """gym-pusht bounds the T's corners by its 512-px window, but a reset can put one past it (seed 63)."""
+    env = pusht.make_pusht_env({"obs_type": "keypoints"}, None)
+    outside = [seed for seed in range(100) if not env.observation_space.contains(env.reset(seed=seed)[0])]
+    assert outside == []
+    assert env.observation_space.high[0] == pytest.approx(512 + pusht.T_REACH)
+
+
 def test_pusht_goal_pose_is_full_coverage_and_limit_is_300():
     # 3 px along the goal T's own x axis: the bar (30 tall) and the stem (90 tall) each lose a 3 px strip
     along_x = 3 * np.array([np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0])
