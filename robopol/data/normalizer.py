@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,33 @@ class Moments:
         return Moments(total, mean, var)
 
 
+class SinceMerge:
+    """Under torchrun, what a running statistic keeps between merges over ranks: its statistics at the last
+    merge and this rank's samples since (Normalizer and RewardScaler each hold one; no-ops in one process)."""
+
+    def __init__(self) -> None:
+        self.at_merge: Moments | None = None
+        self.samples: Moments | None = None
+
+    def note(self, batch: Moments, current: Callable[[], Moments]) -> None:
+        """Record a batch about to be folded in; `current` gives the statistics before the first one."""
+        if not distributed.active():
+            return
+        if self.samples is None:
+            self.at_merge, self.samples = current(), batch
+        else:
+            self.samples = self.samples.add(batch)
+
+    def merge(self, empty: Moments) -> tuple[Moments | None, Moments]:
+        """A collective: (the statistics at the last merge, None if this rank saw nothing since; every rank's
+        samples since, shaped like `empty`), and a fresh start."""
+        mine = self.samples or empty
+        mean, var, n = distributed.merge_moments(torch.as_tensor(mine.mean, dtype=torch.float64),
+                                                 torch.as_tensor(mine.var, dtype=torch.float64), mine.count)
+        at_merge, self.at_merge, self.samples = self.at_merge, None, None
+        return at_merge, Moments(n, mean, var)
+
+
 class Normalizer(nn.Module):
     """obs -> clip((obs - mean) / std, +-clip); actions in [-1, 1] <-> env units [low, high].
 
@@ -46,9 +74,7 @@ class Normalizer(nn.Module):
         self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
         self.register_buffer("action_low", torch.as_tensor(np.asarray(action_low, dtype=np.float32)))
         self.register_buffer("action_high", torch.as_tensor(np.asarray(action_high, dtype=np.float32)))
-        # Under torchrun: this rank's observations since the last merge over ranks, and the statistics then.
-        self.unmerged: Moments | None = None
-        self.at_merge: Moments | None = None
+        self.since_merge = SinceMerge()
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
@@ -56,11 +82,8 @@ class Normalizer(nn.Module):
         flat = obs.reshape(-1, obs.shape[-1]).double()
         var, mean = torch.var_mean(flat, dim=0, unbiased=False)
         n = flat.shape[0]
-        if distributed.active():
-            if self.unmerged is None:
-                self.at_merge, self.unmerged = self._moments(), Moments(n, mean, var)
-            else:
-                self.unmerged = self.unmerged.add(Moments(n, mean, var))
+        self.since_merge.note(Moments(n, mean, var), lambda: Moments(float(self.count), self.obs_mean.clone(),
+                                                                     self.obs_var.clone()))
         self._fold(mean, var, n)
 
     @torch.no_grad()
@@ -69,19 +92,14 @@ class Normalizer(nn.Module):
         (a collective: every rank calls it at the same point); nothing to do in a single process."""
         if not distributed.active():
             return
-        mine = self.unmerged or Moments(0, torch.zeros_like(self.obs_mean, dtype=torch.float64),
-                                        torch.zeros_like(self.obs_var, dtype=torch.float64))
-        mean, var, n = distributed.merge_moments(mine.mean, mine.var, mine.count)
-        if self.at_merge is not None:  # back to the statistics before this rank's own observations
-            self.obs_mean.copy_(self.at_merge.mean)
-            self.obs_var.copy_(self.at_merge.var)
-            self.count.fill_(self.at_merge.count)
-        self.unmerged = self.at_merge = None
-        if n:
-            self._fold(mean, var, n)
-
-    def _moments(self) -> Moments:
-        return Moments(float(self.count), self.obs_mean.clone(), self.obs_var.clone())
+        zeros = torch.zeros_like(self.obs_mean, dtype=torch.float64)
+        at_merge, everyone = self.since_merge.merge(Moments(0, zeros, zeros))
+        if at_merge is not None:  # back to the statistics before this rank's own observations
+            self.obs_mean.copy_(at_merge.mean)
+            self.obs_var.copy_(at_merge.var)
+            self.count.fill_(at_merge.count)
+        if everyone.count:
+            self._fold(everyone.mean, everyone.var, everyone.count)
 
     def _fold(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
         total = self.count + n
@@ -124,8 +142,7 @@ class RewardScaler:
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(num_envs)
         self.mean, self.var, self.count = 0.0, 1.0, eps
-        self.unmerged: Moments | None = None  # under torchrun, as in Normalizer
-        self.at_merge: Moments | None = None
+        self.since_merge = SinceMerge()
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + reward
@@ -143,11 +160,7 @@ class RewardScaler:
         n = x.shape[0]
         mean = np.add.reduce(x) / n
         var = np.add.reduce(np.square(x - mean)) / n
-        if distributed.active():  # kept for merge_ranks, as the Normalizer does
-            if self.unmerged is None:
-                self.at_merge, self.unmerged = Moments(self.count, self.mean, self.var), Moments(n, mean, var)
-            else:
-                self.unmerged = self.unmerged.add(Moments(n, mean, var))
+        self.since_merge.note(Moments(n, mean, var), lambda: Moments(self.count, self.mean, self.var))
         self._fold(mean, var, n)
 
     def merge_ranks(self) -> None:
@@ -155,14 +168,11 @@ class RewardScaler:
         plus every rank's returns since (a collective, like Normalizer.merge_ranks)."""
         if not distributed.active():
             return
-        mine = self.unmerged or Moments(0, 0.0, 0.0)
-        mean, var, n = distributed.merge_moments(torch.tensor([float(mine.mean)], dtype=torch.float64),
-                                                 torch.tensor([float(mine.var)], dtype=torch.float64), mine.count)
-        if self.at_merge is not None:
-            self.count, self.mean, self.var = self.at_merge.count, self.at_merge.mean, self.at_merge.var
-        self.unmerged = self.at_merge = None
-        if n:
-            self._fold(float(mean), float(var), n)
+        at_merge, everyone = self.since_merge.merge(Moments(0, 0.0, 0.0))
+        if at_merge is not None:
+            self.count, self.mean, self.var = at_merge.count, at_merge.mean, at_merge.var
+        if everyone.count:
+            self._fold(float(everyone.mean), float(everyone.var), everyone.count)
 
     def _fold(self, mean: float, var: float, n: float) -> None:
         total = self.count + n
