@@ -6,11 +6,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from robopol.policies.networks import ACTIVATIONS, mlp
+
+if TYPE_CHECKING:
+    from robopol.config import CriticConfig
+    from robopol.policies.base import ChunkSpec
 
 
 class ValueCritic(nn.Module):
@@ -52,6 +57,12 @@ class QEnsemble(nn.Module):
             last = width
         layers.append(EnsembleLinear(heads, last, 1))
         self.net = nn.Sequential(*layers)
+
+    @classmethod
+    def for_chunks(cls, spec: ChunkSpec, critic: CriticConfig, heads: int, layer_norm: bool = False) -> QEnsemble:
+        """Heads over `spec`'s observation windows and action chunks, with the network `policy.critic` names."""
+        return cls(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, heads, critic.hidden, critic.activation,
+                   layer_norm)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q values of every head, (heads, B)."""

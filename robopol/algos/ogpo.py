@@ -65,9 +65,7 @@ class OGPO(OffPolicyAlgorithm):
     def __init__(self, policy: PolicyConfig, actor: FlowActor) -> None:  # type: ignore[override]
         super().__init__(policy, actor)
         cfg, spec = self.cfg, actor.spec
-        self.critic = QEnsemble(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, heads=cfg.q_heads,
-                                hidden=policy.critic.hidden, activation=policy.critic.activation,
-                                layer_norm=cfg.q_layer_norm)
+        self.critic = QEnsemble.for_chunks(spec, policy.critic, heads=cfg.q_heads, layer_norm=cfg.q_layer_norm)
         self.critic_target = EMATarget(self.critic, cfg.critic_tau)
         self.actor_target = EMATarget(actor, cfg.actor_tau)
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.lr)

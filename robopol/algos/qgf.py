@@ -66,9 +66,7 @@ def check_best_of_n(policy: PolicyConfig) -> None:
 
 def build_critic(policy: PolicyConfig, actor: Actor) -> QEnsemble:
     cfg: QGFConfig = policy.algo  # type: ignore[assignment]
-    spec = actor.spec
-    return QEnsemble(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, cfg.critic_heads,
-                     policy.critic.hidden, policy.critic.activation, cfg.critic_layer_norm)
+    return QEnsemble.for_chunks(actor.spec, policy.critic, cfg.critic_heads, cfg.critic_layer_norm)
 
 
 class QGF(BC):

@@ -38,8 +38,7 @@ class SAC(OffPolicyAlgorithm):
     def __init__(self, policy: PolicyConfig, actor: TanhGaussianActor) -> None:  # type: ignore[override]
         super().__init__(policy, actor)
         cfg, spec = self.cfg, actor.spec
-        self.critic = QEnsemble(spec.obs_dim, spec.n_obs_steps, spec.act_dim, spec.horizon, heads=2,
-                                hidden=policy.critic.hidden, activation=policy.critic.activation)
+        self.critic = QEnsemble.for_chunks(spec, policy.critic, heads=2)
         self.critic_target = EMATarget(self.critic, cfg.tau)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(cfg.init_alpha)).log())
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(spec.horizon * spec.act_dim)
