@@ -137,8 +137,11 @@ class Runner:
         return {**loop.summary(), **result}
 
     def precision(self) -> torch.autocast:
-        """The context every update runs in: bf16 matrix products under train.autocast=bf16, else fp32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.autocast == "bf16")
+        """The context every update runs in: bf16 matrix products under train.autocast=bf16, else fp32.
+        Without autocast's weight cache: an update takes optimiser steps inside this one context, and a
+        cached bf16 copy would keep feeding later forwards the weights from before those steps."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.autocast == "bf16",
+                              cache_enabled=False)
 
     def policy(self) -> PolicyBundle:
         """What evaluation sees: eval-mode copies of the algorithm's actors with the normaliser; the

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from deploy_fixtures import tiny_policy
-from test_protocol import bad_packets, mutations
+from test_wire_protocol import bad_packets, mutations
 
 from robopol.hardware.config import find_hardware_file, load_hardware_config
 from robopol.hardware.deploy import run_deploy
