@@ -2,8 +2,9 @@
 
 A generative actor turns noise into an action chunk in K sampling steps. At step i it exposes
 - `predict(x, i, obs)`: the network's raw output (eps for diffusion, velocity for flow);
-- `step(x, pred, i, noise)`: the scheduler's Gaussian transition to step i + 1 (`step_mean` is its
-  mean, the deterministic step; `log_prob_std` the std its log-density is scored with);
+- `step(x, pred, i, noise)`: the scheduler's Gaussian transition to step i + 1 (`chain_mean` is its
+  mean, `step_mean` the deterministic step, the two equal unless the actor corrects the chain's
+  drift; `log_prob_std` the std its log-density is scored with);
 - `to_velocity` / `to_eps`: its prediction in either parametrisation on the shared flow frame below.
 `sample`, the stochastic chain and the chain log-prob are the loops in this module over those four,
 with an optional hook `hook(i, x, pred, obs) -> pred` that may rewrite each step's prediction before
@@ -91,7 +92,13 @@ class GenerativeActor(Actor):
 
     @abc.abstractmethod
     def step(self, x: torch.Tensor, pred: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
-        """The state at step i + 1: `step_mean` plus the step's noise (None: the deterministic step)."""
+        """The state at step i + 1: `chain_mean` plus the step's noise (None: `step_mean`, the
+        deterministic step)."""
+
+    def chain_mean(self, x: torch.Tensor, pred: torch.Tensor, i: int | torch.Tensor) -> torch.Tensor:
+        """The mean of the stochastic chain's step i: the deterministic step, unless the actor adds a
+        drift that compensates the chain's noise (the flow actor's score_drift)."""
+        return self.step_mean(x, pred, i)
 
     @abc.abstractmethod
     def log_prob_std(self, i: torch.Tensor) -> torch.Tensor:
@@ -129,7 +136,7 @@ class GenerativeActor(Actor):
         pred = self.predict(x, i, obs)
         if hook is not None:
             pred = hook(i, x, pred, obs)
-        mean, std = self.step_mean(x, pred, i), self.log_prob_std(i)
+        mean, std = self.chain_mean(x, pred, i), self.log_prob_std(i)
         z = (chain[:, first + 1:first + n + 1].reshape(x.shape) - mean) / std
         return (-0.5 * z.pow(2) - std.log() - 0.5 * LOG_2PI).reshape(batch, n, *chain.shape[2:])
 
