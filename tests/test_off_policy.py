@@ -12,6 +12,10 @@ import torch
 from robopol.algos.off_policy import OffPolicyAlgorithm, OffPolicyConfig, Replay
 from robopol.checkpoint import load_checkpoint
 from robopol.config import load_run_config
+from robopol.data.normalizer import Normalizer
+from robopol.data.transitions import TransitionStore
+from robopol.demos import write_demonstrations
+from robopol.errors import ConfigError, DataError
 from robopol.runner import Runner
 
 
@@ -125,3 +129,52 @@ def test_sac_raises_return_on_reach(tmp_path):
     after = runner.run()["return_mean"]
     print(f"sac: evaluation return {before:.1f} -> {after:.1f}")
     assert after > before + 8, f"sac: evaluation return {before:.1f} -> {after:.1f}"
+
+
+def _store(value: float, rows: int, success: bool) -> TransitionStore:
+    store = TransitionStore(rows, 1, (1, 2), (1, 1))
+    for t in range(rows):
+        last = t == rows - 1
+        store.add(torch.full((1, 1, 2), value), torch.zeros(1, 1, 1), torch.ones(1), torch.full((1, 1, 2), value),
+                  torch.tensor([last and success]), torch.tensor([last and not success]), torch.tensor([last and success]))
+    return store
+
+
+def test_replay_draws_its_demo_fraction_from_the_demonstrations_and_keeps_successes_online():
+    online, demos = _store(0.0, 20, success=True), _store(1.0, 6, success=False)
+    replay = Replay(online, Normalizer(2, -np.ones(1), np.ones(1)), None, demos, demo_fraction=0.25)
+    batch = replay.sample(8)
+    assert batch["obs"].shape == (8, 1, 2)
+    assert (batch["obs"][:2] == 1).all() and (batch["obs"][2:] == 0).all()
+    assert (replay.sample_successes(8)["obs"] == 0).all()
+
+
+def test_demos_and_demo_fraction_come_together():
+    with pytest.raises(ConfigError, match="policy.algo.demo_fraction: 0.0 with policy.algo.demos='d.hdf5'"):
+        load_run_config(["task=reach", "policy=sac", "policy.algo.demos=d.hdf5"])
+    with pytest.raises(ConfigError, match="policy.algo.demo_fraction: 0.5 with policy.algo.demos=None"):
+        load_run_config(["task=reach", "policy=sac", "policy.algo.demo_fraction=0.5"])
+
+
+def test_ogpo_on_pusht_mixes_a_demonstration_file_into_its_batches(tmp_path):
+    """Two expert PushT episodes become chunk transitions in their own store (terminated where the
+    expert succeeded), and OGPO trains with half of each replay batch drawn from them."""
+    stats = write_demonstrations("pusht", 2, tmp_path / "d.hdf5")
+    cfg = load_run_config(["task=pusht", "policy=ogpo_finetune", "train.video=false", "train.progress=false",
+                           "train.eval_every=0", "sim.num_envs=2", "policy.actor.hidden=[16,16]",
+                           "policy.critic.hidden=[16]", "policy.algo.q_heads=2", "policy.algo.group_states=4",
+                           "policy.algo.group_size=2", "policy.algo.batch_size=8", "policy.algo.bc_batch_size=8",
+                           "policy.algo.learning_starts=16", "train.rollout_steps=16", "train.total_env_steps=64",
+                           f"policy.algo.demos={tmp_path / 'd.hdf5'}", "policy.algo.demo_fraction=0.5"])
+    runner = Runner(cfg, tmp_path / "run")
+    demos = runner.loop.replay.demos
+    n_action = cfg.policy.n_action_steps
+    assert len(demos) == sum(-(-length // n_action) for length in stats["episode_lengths"])
+    ends = demos.columns["ended"][: demos.size, 0]
+    terminal = demos.columns["terminated"][: demos.size, 0]
+    assert int(ends.sum()) == 2 and int(terminal.sum()) == stats["successes"]
+    runner.run()
+    assert runner.loop.gradient_steps > 0
+    with pytest.raises(DataError, match="policy.algo.demos: .*missing.hdf5 does not exist"):
+        Runner(load_run_config(["task=pusht", "policy=ogpo_finetune", f"policy.algo.demos={tmp_path / 'missing.hdf5'}",
+                                "policy.algo.demo_fraction=0.5"]), tmp_path / "run2")

@@ -12,6 +12,7 @@ from robopol.algos.base import Algorithm
 from robopol.config import AlgoConfig
 from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.data.transitions import TransitionStore
+from robopol.errors import ConfigError
 from robopol.typed_config import field
 
 
@@ -25,17 +26,34 @@ class OffPolicyConfig(AlgoConfig):
     random_warmup: bool = field(True, doc="uniform random actions until learning_starts (SB3's choice)")
     train_freq: int = field(1, ge=1, doc="chunk steps per env between updates")
     utd_ratio: float = field(1.0, gt=0, doc="gradient steps per transition collected after learning_starts")
+    demos: str | None = field(None, doc="a demonstration file (robopol demos; robomimic HDF5, PushT zarr) whose "
+                                         "chunks make up demo_fraction of every replay batch")
+    demo_fraction: float = field(0.0, ge=0, lt=1, doc="share of each replay batch drawn from `demos` (OGPO's "
+                                                        "offline_ratio; 0: none, as the official scripts)")
+
+    def __post_init__(self) -> None:
+        if (self.demos is None) != (self.demo_fraction == 0):
+            raise ConfigError(f"policy.algo.demo_fraction: {self.demo_fraction} with policy.algo.demos={self.demos!r}; "
+                              "set both (a file and a share in (0, 1)) or neither")
 
 
 class Replay:
     """Batches from the store with observations normalised by the current statistics and rewards
-    scaled by the current return std (when the run scales rewards): stored data stays raw."""
+    scaled by the current return std (when the run scales rewards): stored data stays raw. Given a
+    store of demonstrations, round(demo_fraction x batch) rows of every "all" batch come from it
+    (the first rows); the success view stays online only."""
 
-    def __init__(self, store: TransitionStore, normalizer: Normalizer, reward_scaler: RewardScaler | None) -> None:
+    def __init__(self, store: TransitionStore, normalizer: Normalizer, reward_scaler: RewardScaler | None,
+                 demos: TransitionStore | None = None, demo_fraction: float = 0.0) -> None:
         self.store, self.normalizer, self.reward_scaler = store, normalizer, reward_scaler
+        self.demos, self.demo_fraction = demos, demo_fraction if demos is not None else 0.0
 
     def sample(self, batch_size: int, n_step: int = 1, discount: float = 0.99, view: str = "all") -> dict[str, torch.Tensor]:
-        batch = self.store.sample(batch_size, n_step, discount, view)
+        n_demo = round(self.demo_fraction * batch_size) if view == "all" else 0
+        batch = self.store.sample(batch_size - n_demo, n_step, discount, view)
+        if n_demo and self.demos is not None:
+            demo = self.demos.sample(n_demo, n_step, discount)
+            batch = {key: torch.cat([demo[key], value]) for key, value in batch.items()}
         batch["obs"] = self.normalizer.normalize_obs(batch["obs"])
         batch["next_obs"] = self.normalizer.normalize_obs(batch["next_obs"])
         if self.reward_scaler is not None:

@@ -35,15 +35,17 @@ def demo_task(task: TaskConfig) -> str:
                       "behaviour cloning needs a task with backend pusht or robomimic")
 
 
-def load_demonstrations(path: str | Path, task: TaskConfig, drop_bad: bool = False) -> Demonstrations:
+def load_demonstrations(path: str | Path, task: TaskConfig, drop_bad: bool = False,
+                        setting: str = "policy.algo.dataset") -> Demonstrations:
     """Read and validate `path` for `task`; reading first means a wrong path fails before any env is
-    built. `drop_bad` drops the episodes validation rejects (with a warning saying how many)."""
+    built. `drop_bad` drops the episodes validation rejects (with a warning saying how many).
+    `setting` is the config field that named the file, for error messages."""
     if not str(path):
-        raise ConfigError("policy.algo.dataset: not set; give a robomimic HDF5 file or a PushT zarr store "
+        raise ConfigError(f"{setting}: not set; give a robomimic HDF5 file or a PushT zarr store "
                           "(make one with `robopol demos`)")
     path, name = Path(path), demo_task(task)
     if not path.exists():
-        raise DataError(f"policy.algo.dataset: {path} does not exist")
+        raise DataError(f"{setting}: {path} does not exist")
     is_zarr = path.is_dir() or path.suffix in (".zarr", ".zip")
     if name == "pusht":
         from robopol.sim.pusht import PushTKwargs
@@ -54,11 +56,11 @@ def load_demonstrations(path: str | Path, task: TaskConfig, drop_bad: bool = Fal
                               f"choose one of: {', '.join(PUSHT_HDF5_KEYS)}")
         demos = read_pusht_zarr(path, obs_type) if is_zarr else read_robomimic_hdf5(path, name, PUSHT_HDF5_KEYS[obs_type])
     elif is_zarr:
-        raise DataError(f"policy.algo.dataset: {path} is a zarr store (PushT's format), but task {task.name!r} "
+        raise DataError(f"{setting}: {path} is a zarr store (PushT's format), but task {task.name!r} "
                         "reads robomimic HDF5 files")
     else:
         demos = read_robomimic_hdf5(path, name)
-    return validate_episodes(demos, path, drop_bad)
+    return validate_episodes(demos, path, drop_bad, setting)
 
 
 def episode_problem(ep: Episode) -> str | None:
@@ -75,7 +77,8 @@ def episode_problem(ep: Episode) -> str | None:
     return None
 
 
-def validate_episodes(demos: Demonstrations, path: str | Path, drop_bad: bool = False) -> Demonstrations:
+def validate_episodes(demos: Demonstrations, path: str | Path, drop_bad: bool = False,
+                      setting: str = "policy.algo.dataset") -> Demonstrations:
     """Refuse (or, with `drop_bad`, drop) the episodes that `episode_problem` rejects, naming the first."""
     problems = {i: p for i, ep in enumerate(demos.episodes) if (p := episode_problem(ep)) is not None}
     if not problems:
@@ -85,8 +88,8 @@ def validate_episodes(demos: Demonstrations, path: str | Path, drop_bad: bool = 
     count = f"{len(problems)} of {len(demos.episodes)} episodes"
     if not drop_bad or len(problems) == len(demos.episodes):
         hint = "; set policy.algo.drop_bad_episodes=true to train on the others" if len(problems) < len(demos.episodes) else ""
-        raise DataError(f"policy.algo.dataset: {path}: {where} ({count} are unusable){hint}")
-    warnings.warn(f"policy.algo.dataset: {path}: dropped {count} (policy.algo.drop_bad_episodes=true); the first, {where}",
+        raise DataError(f"{setting}: {path}: {where} ({count} are unusable){hint}")
+    warnings.warn(f"{setting}: {path}: dropped {count} (policy.algo.drop_bad_episodes=true); the first, {where}",
                   stacklevel=1)  # one location, so reading the file twice (preflight, then the run) warns once
     kept = [ep for i, ep in enumerate(demos.episodes) if i not in problems]
     dropped = {demos.episodes[i].name.removeprefix("data/") for i in problems}
@@ -94,8 +97,9 @@ def validate_episodes(demos: Demonstrations, path: str | Path, drop_bad: bool = 
                                valid_names=tuple(n for n in demos.valid_names if n not in dropped))
 
 
-def check_dimensions(demos: Demonstrations, path: str | Path, task: TaskConfig, obs_dim: int, act_dim: int) -> None:
+def check_dimensions(demos: Demonstrations, path: str | Path, task: TaskConfig, obs_dim: int, act_dim: int,
+                     setting: str = "policy.algo.dataset") -> None:
     """The file's observation / action sizes must be the env's."""
     if (demos.obs_dim, demos.act_dim) != (obs_dim, act_dim):
-        raise DataError(f"policy.algo.dataset: {path} has {demos.obs_dim}-dim observations and {demos.act_dim}-dim "
+        raise DataError(f"{setting}: {path} has {demos.obs_dim}-dim observations and {demos.act_dim}-dim "
                         f"actions; task {task.name!r} has {obs_dim} and {act_dim}")

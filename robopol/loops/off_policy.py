@@ -6,17 +6,21 @@ train.rollout_steps chunk steps of every env.
 Every transition is stored with raw observations and, at every episode end (terminated or
 truncated), the episode's true final observation as next_obs. Gradient steps per iteration follow
 utd_ratio x transitions collected since learning_starts; a fractional ratio carries its remainder
-to the next iteration, so over a run updates = floor(utd_ratio x transitions)."""
+to the next iteration, so over a run updates = floor(utd_ratio x transitions). With policy.algo.demos,
+a demonstration file's chunks fill a second store that supplies demo_fraction of every batch."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from robopol.algos.off_policy import OffPolicyAlgorithm, Replay
+from robopol.data.datasets import check_dimensions, load_demonstrations
 from robopol.data.normalizer import RewardScaler
 from robopol.data.transitions import TransitionStore
+from robopol.errors import ConfigError
 from robopol.loops.base import OnlineLoop, RunState
 
 
@@ -30,9 +34,31 @@ class OffPolicyLoop(OnlineLoop):
         self.store = TransitionStore(capacity, cfg.sim.num_envs, (spec.n_obs_steps, spec.obs_dim),
                                      (spec.horizon, spec.act_dim), self.algo.extras_spec())
         self.reward_scaler = RewardScaler(cfg.sim.num_envs, acfg.gamma) if cfg.sim.normalize_reward else None
-        self.replay = Replay(self.store, runner.normalizer, self.reward_scaler)
+        demos = self.demonstration_store() if acfg.demos else None
+        self.replay = Replay(self.store, runner.normalizer, self.reward_scaler, demos, acfg.demo_fraction)
         self.owed_updates = 0.0  # fractional gradient steps carried between iterations
         self.gradient_steps = 0
+
+    def demonstration_store(self) -> TransitionStore:
+        """policy.algo.demos as chunk transitions in a store of their own (never overwritten by the
+        online data): raw observations, actions normalised as the actor's, the file's rewards (which
+        must be the task's: `robopol demos` records the task env's). Rebuilt from the file on resume."""
+        runner, acfg, spec = self.runner, self.algo.cfg, self.runner.spec
+        assert acfg.demos is not None
+        if self.algo.extras_spec():
+            raise ConfigError(f"policy.algo.demos: {acfg.name} stores per-transition extras "
+                              f"({', '.join(self.algo.extras_spec())}) that demonstrations do not have")
+        demos = load_demonstrations(acfg.demos, runner.cfg.task, setting="policy.algo.demos")
+        check_dimensions(demos, acfg.demos, runner.cfg.task, spec.obs_dim, spec.act_dim, setting="policy.algo.demos")
+        episodes = demos.episodes
+        chunks = sum(-(-len(ep) // spec.n_action_steps) for ep in episodes)
+        store = TransitionStore(chunks, 1, (spec.n_obs_steps, spec.obs_dim), (spec.horizon, spec.act_dim))
+        store.add_episodes([ep.flat_obs for ep in episodes],
+                           [runner.normalizer.normalize_action(torch.as_tensor(ep.actions)).numpy() for ep in episodes],
+                           [ep.rewards for ep in episodes],
+                           [ep.successes if ep.successes is not None else np.zeros(len(ep), bool) for ep in episodes],
+                           spec.n_obs_steps, spec.horizon, spec.n_action_steps)
+        return store
 
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
         runner, acfg = self.runner, self.algo.cfg
