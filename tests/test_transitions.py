@@ -41,6 +41,18 @@ def test_truncation_is_bootstrapped_and_wrap_around_keeps_the_newest():
     assert seen[4] == pytest.approx((1.0, 4.5, 0.9, 1))  # newest: nothing after it yet
 
 
+def test_one_step_targets_after_wrap_around_for_both_views():
+    """n_step=1 has its own short path in sample(): one reward, bootstrap = discount unless terminated."""
+    store = TransitionStore(4, 1, (1,), (1, 1))
+    _fill(store, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [False, False, False, True, False, False],
+          [False, True, False, False, False, False], success=[False, False, False, True, False, False])
+    seen = _by_start(store.sample(300, n_step=1, discount=0.9, generator=torch.Generator().manual_seed(2)))
+    assert seen == {2: (3.0, 2.5, pytest.approx(0.9), 1), 3: (4.0, 3.5, 0.0, 1),  # 3 terminated: no bootstrap
+                    4: (5.0, 4.5, pytest.approx(0.9), 1), 5: (6.0, 5.5, pytest.approx(0.9), 1)}
+    successes = _by_start(store.sample(50, n_step=1, discount=0.9, view="success", generator=torch.Generator().manual_seed(3)))
+    assert successes == {2: (3.0, 2.5, pytest.approx(0.9), 1), 3: (4.0, 3.5, 0.0, 1)}  # the episode of steps 2-3
+
+
 def test_success_view_holds_every_transition_of_successful_episodes_only():
     store = TransitionStore(8, 1, (1,), (1, 1))
     # episode A: steps 0-2, success reported at its last step; episode B: steps 3-4, never succeeds

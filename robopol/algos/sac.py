@@ -3,7 +3,9 @@
 Tanh-squashed Gaussian actor; twin Q (one batched ensemble of 2 heads) with EMA targets; the entropy
 temperature tuned towards a target entropy of -(chunk size). Per gradient step, as SB3 orders it:
 temperature, critic (TD target from the min of the target heads at next actions drawn from the
-current actor), actor, then the Polyak update of the targets."""
+current actor), actor, then the Polyak update of the targets. The temperature's Adam step is taken with
+the actor's (one backward, one fused step): its loss reads only detached log-probs and the critic and
+actor losses use the temperature from before the step, as SB3's do, so the update is the same."""
 
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ class SAC(OffPolicyAlgorithm):
         self.critic_target = EMATarget(self.critic, cfg.tau)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(cfg.init_alpha)).log())
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(spec.horizon * spec.act_dim)
-        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.lr, fused=True)
+        tuned = [self.log_alpha] if cfg.autotune_alpha else []
+        self.actor_optimizer = torch.optim.Adam([*actor.parameters(), *tuned], lr=cfg.lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, fused=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+        self.critic_parameters = list(self.critic.parameters())  # frozen while the actor's loss runs through them
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.actor.sample(obs, torch.randn(self.actor.noise_shape(obs.shape[0]))), {}
@@ -62,12 +65,7 @@ class SAC(OffPolicyAlgorithm):
             log_pi, next_log_pi = log_prob.split(len(obs))
 
             alpha = self.log_alpha.detach().exp()
-            alpha_loss = torch.zeros(())
-            if cfg.autotune_alpha:
-                alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-                self.alpha_optimizer.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_optimizer.step()
+            alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean() if cfg.autotune_alpha else torch.zeros(())
 
             with torch.no_grad():
                 next_q = self.critic_target.target(next_obs, next_pi.detach()).min(dim=0).values
@@ -78,12 +76,14 @@ class SAC(OffPolicyAlgorithm):
             critic_loss.backward()
             self.critic_optimizer.step()
 
-            critic.requires_grad_(False)  # the actor's loss moves the actor only
+            for p in self.critic_parameters:  # the actor's loss moves the actor only
+                p.requires_grad_(False)
             q_pi = critic(obs, pi).min(dim=0).values
-            critic.requires_grad_(True)
+            for p in self.critic_parameters:
+                p.requires_grad_(True)
             actor_loss = (alpha * log_pi - q_pi).mean()
             self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
+            (actor_loss + alpha_loss).backward()
             self.actor_optimizer.step()
             self.critic_target.update()
 
@@ -96,7 +96,7 @@ class SAC(OffPolicyAlgorithm):
         return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target.target}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
 
     def state_dict(self) -> dict[str, Any]:
         return {"log_alpha": self.log_alpha.detach().clone()}

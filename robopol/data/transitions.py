@@ -98,16 +98,19 @@ class TransitionStore:
             offset = torch.randint(0, self.size, (batch_size,), generator=generator)
             start = (oldest + offset) % self.capacity
             env = torch.randint(0, self.num_envs, (batch_size,), generator=generator)
-        steps = (start[:, None] + torch.arange(n_step)) % self.capacity  # (B, n)
-        written = (offset[:, None] + torch.arange(n_step)) < self.size
-        ended = c["ended"][steps, env[:, None]] & written
-        # A transition counts if every earlier one in the window was written and did not end the episode.
-        alive = torch.cumprod(torch.cat([torch.ones(batch_size, 1, dtype=torch.bool), ~ended[:, :-1]], dim=1).long(),
-                              dim=1).bool() & written
-        powers = discount ** torch.arange(n_step, dtype=torch.float32)
-        reward = (c["reward"][steps, env[:, None]] * powers * alive).sum(dim=1)
-        count = alive.sum(dim=1)
-        last = steps[torch.arange(batch_size), count - 1]
+        if n_step == 1:  # SAC's case, one env step per gradient step: skip the window arithmetic
+            reward, count, last = c["reward"][start, env], torch.ones(batch_size, dtype=torch.int64), start
+        else:
+            steps = (start[:, None] + torch.arange(n_step)) % self.capacity  # (B, n)
+            written = (offset[:, None] + torch.arange(n_step)) < self.size
+            ended = c["ended"][steps, env[:, None]] & written
+            # A transition counts if every earlier one in the window was written and did not end the episode.
+            alive = torch.cumprod(torch.cat([torch.ones(batch_size, 1, dtype=torch.bool), ~ended[:, :-1]], dim=1).long(),
+                                  dim=1).bool() & written
+            powers = discount ** torch.arange(n_step, dtype=torch.float32)
+            reward = (c["reward"][steps, env[:, None]] * powers * alive).sum(dim=1)
+            count = alive.sum(dim=1)
+            last = steps[torch.arange(batch_size), count - 1]
         terminal = c["terminated"][last, env]
         batch = {"obs": c["obs"][start, env], "actions": c["actions"][start, env], "reward": reward,
                  "next_obs": c["next_obs"][last, env], "bootstrap": (discount ** count.float()) * (~terminal).float(),
