@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: robopol {args.command} failed unexpectedly ({type(exc).__name__}: {gist}); "
               f"full traceback in {crash_log}", file=sys.stderr)
         return 1
-    if result is not None:
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # of torchrun's ranks, the main one reports
         print(json.dumps(result, default=str))
     return 0
 

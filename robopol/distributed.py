@@ -84,6 +84,11 @@ def session(device: torch.device, timeout_s: float) -> Iterator[None]:
     hook = register_optimizer_step_pre_hook(_average_gradients)
     try:
         yield
+        if backend == "gloo":
+            # Leave together: the main rank may still be evaluating, and a gloo rank that tore the group down
+            # meanwhile sometimes aborted at exit ("terminate called without an active exception"). No time
+            # limit past the run's own: the wait is on the main rank's final evaluation, not on a collective.
+            dist.monitored_barrier(timeout=timedelta(days=7))
     except (RuntimeError, dist.DistBackendError) as exc:
         if isinstance(exc, RobopolError):
             raise
