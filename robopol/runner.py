@@ -204,7 +204,13 @@ class Runner:
         for name, module in {**self.algo.modules(), "normalizer": self.normalizer}.items():
             ckpt.load_into(name, module, "resume")
         for name, optimizer in self.algo.optimizers().items():
-            optimizer.load_state_dict(state["optimizers"][name])
+            try:
+                optimizer.load_state_dict(state["optimizers"][name])
+            except (KeyError, ValueError) as exc:  # a missing optimiser, or parameter groups of another shape
+                raise CheckpointError(f"resume: {ckpt.path} holds no optimiser state for this robopol's "
+                                      f"{self.cfg.policy.algo.name} optimiser '{name}' ({exc}); an earlier robopol "
+                                      "wrote it. Its policy still evaluates, exports and deploys; to train on, "
+                                      f"start a run from it with train.pretrained={self.run_dir}") from None
         self.algo.load_state_dict(state["algo"])
         self.loop.load_state_dict(mine["loop"])
         self.env_steps, self.iteration = int(state["env_steps"]), int(state["iteration"])

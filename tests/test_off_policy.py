@@ -118,6 +118,25 @@ def test_resume_restores_the_replay_and_cuts_the_episodes_in_flight(tmp_path):
     resumed.loop.close()
 
 
+def test_a_resume_whose_optimiser_state_does_not_fit_is_one_error_naming_it(tmp_path, monkeypatch):
+    """SAC's temperature once had an Adam of its own: such a checkpoint's 'actor' optimiser has one
+    parameter fewer than today's. Simulated here by saving with the actor's optimiser over the actor alone."""
+    from robopol.algos.sac import SAC
+    from robopol.errors import CheckpointError
+
+    cfg = load_run_config(["task=robopol-test/Counter-v0", "policy=sac", "train.rollout_steps=6", "train.eval_every=0",
+                           "train.eval_episodes=1", "train.video=false", "train.progress=false", "train.total_env_steps=24",
+                           "policy.actor.hidden=[8]", "policy.critic.hidden=[8]", "policy.algo.learning_starts=12",
+                           "policy.algo.batch_size=4"])
+    original = SAC.optimizers
+    monkeypatch.setattr(SAC, "optimizers", lambda self: {**original(self), "actor": torch.optim.Adam(self.actor.parameters())})
+    Runner(cfg, tmp_path).run()
+    monkeypatch.setattr(SAC, "optimizers", original)
+    ckpt = load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="optimiser 'actor'.*train.pretrained="):
+        Runner(ckpt.config, tmp_path, resume=ckpt)
+
+
 @pytest.mark.slow
 def test_sac_raises_return_on_reach(tmp_path):
     cfg = load_run_config(["task=reach", "policy=sac", "train.total_env_steps=2500", "train.rollout_steps=500",
