@@ -30,13 +30,19 @@ class ValueCritic(nn.Module):
 class EnsembleLinear(nn.Module):
     """`heads` independent linear layers evaluated in one batched matmul: (heads, B, in) -> (heads, B, out)."""
 
-    def __init__(self, heads: int, in_dim: int, out_dim: int) -> None:
+    def __init__(self, heads: int, in_dim: int, out_dim: int, output: bool = False) -> None:
         super().__init__()
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(heads, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(heads, 1, out_dim).uniform_(-bound, bound))
+        self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output and torch.is_autocast_enabled(x.device.type):
+            # The Q values themselves stay float32 under train.autocast=bf16: bf16 keeps 8 significant bits,
+            # so a Q near 600 (HalfCheetah) would move in steps of 4, as coarse as the TD errors it learns from.
+            with torch.autocast(x.device.type, enabled=False):
+                return torch.baddbmm(self.bias, x.float(), self.weight)
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -55,7 +61,7 @@ class QEnsemble(nn.Module):
                 layers.append(nn.LayerNorm(width))
             layers.append(ACTIVATIONS[activation]())
             last = width
-        layers.append(EnsembleLinear(heads, last, 1))
+        layers.append(EnsembleLinear(heads, last, 1, output=True))
         self.net = nn.Sequential(*layers)
 
     @classmethod
