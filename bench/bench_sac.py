@@ -1,6 +1,6 @@
 """SAC: robopol beside Stable-Baselines3 on the same task, env steps and hyper-parameters (rl-zoo's
 MuJoCo settings: policies/sac.yaml), the runs side by side on one core each. Writes
-bench/out/sac-<task name>.json and .png (sac-hopper, sac-halfcheetah).
+bench/out/sac-<task file>.json and .png (sac-hopper_300k, sac-halfcheetah_300k, sac-hopper_sac_throughput).
 
     python bench/bench_sac.py --task hopper_300k      # or halfcheetah_300k; --policies sac sac_bf16
 
@@ -110,7 +110,7 @@ def main() -> None:
            "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1],
            "machine": f"{platform.machine()} {platform.processor() or ''} {mp.cpu_count()} cpus, torch {torch.__version__}, 1 thread each",
            "results": results}
-    (OUT / f"sac-{cfg.task.name}.json").write_text(json.dumps(out, indent=2))
+    (OUT / f"sac-{args.task}.json").write_text(json.dumps(out, indent=2))
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         ax.plot(*zip(*r["curve"]), label=f"{r['name']}: {r['throughput_vs_sb3']:.2f}x SB3's steps/s, final {r['return_mean']:.0f}")
@@ -120,7 +120,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT / f"sac-{cfg.task.name}.png", dpi=100)
+    fig.savefig(OUT / f"sac-{args.task}.png", dpi=100)
     for r in results:
         print(f"{r['name']:28s} {r['steps_per_second']:7.1f} steps/s ({r['throughput_vs_sb3']:.2f}x SB3)  "
               f"final {r['return_mean']:8.1f} +- {r['return_std']:.1f}")
