@@ -324,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: robopol {args.command} failed unexpectedly ({type(exc).__name__}: {gist}); "
               f"full traceback in {crash_log}", file=sys.stderr)
         return 1
-    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # of torchrun's ranks, the main one reports
-        print(json.dumps(result, default=str))
+    if result is not None:
+        from robopol.distributed import is_main  # torch is loaded by now: every command with a result uses it
+
+        if is_main():  # of torchrun's ranks, the main one reports
+            print(json.dumps(result, default=str))
     return 0
 
 
