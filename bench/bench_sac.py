@@ -57,8 +57,8 @@ def run_robopol(task: str, policy: str, seed: int) -> dict:
     final = evaluate(load_policy(run_dir), cfg.task, cfg.policy, episodes)
     curve = [(int(float(r["env_steps"])), float(r["episode_return"])) for r in rows if r.get("episode_return")]
     return {"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "policy": policy, "seed": seed, "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
-               "wall_seconds": time.perf_counter() - start, "steps_per_second": int(float(rows[-1]["env_steps"])) / train_seconds,
-               "return_mean": final["return_mean"], "return_std": final["return_std"], "curve": curve}
+            "wall_seconds": time.perf_counter() - start, "steps_per_second": int(float(rows[-1]["env_steps"])) / train_seconds,
+            "return_mean": final["return_mean"], "return_std": final["return_std"], "curve": curve}
 
 
 def run_sb3(env_id: str, steps: int, seed: int, episodes: int) -> dict:
@@ -93,7 +93,7 @@ def run_one(job: tuple) -> dict:
     """One (implementation, seed) run in its own process; its result is written before it returns."""
     kind, path, args = job
     result = run_sb3(*args) if kind == "sb3" else run_robopol(*args)
-    Path(path).write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -133,7 +133,7 @@ def main() -> None:
     wanted += [("robopol", runs_dir / f"robopol-{policy}-seed{seed}.json", (args.task, policy, seed))
                for policy in args.policies for seed in seeds]
     todo = [job for job in wanted if (args.only in (None, job[0])) and not (args.reuse and job[1].exists())]
-    with mp.get_context("spawn").Pool(max(1, min(args.jobs, len(todo) or 1)), maxtasksperchild=1) as pool:
+    with mp.get_context("spawn").Pool(max(1, min(args.jobs, len(todo))), maxtasksperchild=1) as pool:
         pool.map(run_one, todo, chunksize=1)
     runs = [json.loads(path.read_text()) for _, path, _ in wanted if path.exists()]
     rows = summarise(runs)
