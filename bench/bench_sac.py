@@ -56,8 +56,10 @@ def run_robopol(task: str, policy: str, seed: int) -> dict:
     train_seconds = float(rows[-1]["wall_time"])
     final = evaluate(load_policy(run_dir), cfg.task, cfg.policy, episodes)
     curve = [(int(float(r["env_steps"])), float(r["episode_return"])) for r in rows if r.get("episode_return")]
-    return {"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "policy": policy, "seed": seed, "env_steps": int(float(rows[-1]["env_steps"])), "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - start, "steps_per_second": int(float(rows[-1]["env_steps"])) / train_seconds,
+    steps = int(float(rows[-1]["env_steps"]))
+    return {"name": "robopol SAC" + (" (bf16 autocast)" if autocast == "bf16" else ""), "policy": policy, "seed": seed,
+            "env_steps": steps, "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - start, "steps_per_second": steps / train_seconds,
             "return_mean": final["return_mean"], "return_std": final["return_std"], "curve": curve}
 
 

@@ -30,11 +30,7 @@ def test_fp32_precision_is_plain_fp32(tmp_path):
         assert torch.nn.Linear(4, 4)(torch.randn(3, 4)).dtype == torch.float32
 
 
-def _bf16():
-    return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
-
-
-def test_q_values_of_several_hundred_keep_float32_resolution_under_bf16():
+def test_q_values_of_several_hundred_keep_float32_resolution_under_bf16(tmp_path):
     """Q near 600: bf16 outputs would move in steps of 4 (errors up to 2); float32 outputs over bf16
     hidden layers stay within a few hundredths of the all-float32 values."""
     from robopol.critics import QEnsemble
@@ -45,7 +41,7 @@ def test_q_values_of_several_hundred_keep_float32_resolution_under_bf16():
         q.net[-1].bias.fill_(600.0)
     obs, actions = torch.randn(256, 1, 11), torch.rand(256, 1, 3) * 2 - 1
     exact = q(obs, actions)
-    with _bf16():
+    with Runner(load_run_config(FAST + ["train.autocast=bf16"]), tmp_path).precision():  # training's own context
         mixed = q(obs, actions)
         assert q.net[0](torch.randn(2, 2, 14)).dtype == torch.bfloat16  # the hidden products do run in bf16
     assert mixed.dtype == torch.float32
