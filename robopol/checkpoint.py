@@ -205,7 +205,7 @@ def restore_normalizer(ckpt: Checkpoint) -> Normalizer:
     if "action_low" not in weights:
         raise CheckpointError(f"checkpoint {ckpt.path}: no normaliser statistics in model.safetensors")
     normalizer = Normalizer(ckpt.spec.obs_dim, weights["action_low"].numpy(), weights["action_high"].numpy(),
-                            ckpt.config.sim.clip_obs)
+                            ckpt.config.sim.obs_clip())
     ckpt.load_into("normalizer", normalizer, "checkpoint")
     return normalizer
 

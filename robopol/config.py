@@ -43,9 +43,16 @@ class SimConfig:
     num_envs: int = field(8, ge=1)
     vectorization: str = field("sync", choices=("sync", "async"), doc="Gymnasium backends; EnvPool steps in its own threads")
     envpool_threads: int = field(0, ge=0, doc="EnvPool worker threads (task.backend=envpool); 0 lets EnvPool choose")
-    normalize_obs: bool = True
+    normalize_obs: bool = field(True, doc="running mean/std of observations, saved in the checkpoint; false: no "
+                                          "statistics (a pretrained run's stay as loaded) and no clip, as SB3 "
+                                          "without VecNormalize")
     normalize_reward: bool = True
-    clip_obs: float = field(10.0, gt=0)
+    clip_obs: float = field(10.0, gt=0, doc="bound of normalised observations (with normalize_obs only, as VecNormalize's)")
+
+    def obs_clip(self) -> float | None:
+        """The normaliser's clip: none on raw observations, whose scale (HalfCheetah's joint velocities reach
+        25) is the env's, not a unit one."""
+        return self.clip_obs if self.normalize_obs else None
 
 
 @dataclass

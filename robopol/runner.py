@@ -64,7 +64,7 @@ class Runner:
         pol = cfg.policy
         self.spec = ChunkSpec(obs_dim, act_dim, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
         with on_device(self.device):
-            self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.clip_obs)
+            self.normalizer = Normalizer(obs_dim, low, high, cfg.sim.obs_clip())
             actor = pol.actor.build(self.spec)
             if cfg.train.pretrained:
                 self._load_pretrained(actor, cfg.train.pretrained)

@@ -57,7 +57,7 @@ class SinceMerge:
 
 
 class Normalizer(nn.Module):
-    """obs -> clip((obs - mean) / std, +-clip); actions in [-1, 1] <-> env units [low, high].
+    """obs -> clip((obs - mean) / std, +-clip_obs) (no clip if None); actions in [-1, 1] <-> env units [low, high].
 
     Running statistics (Chan et al. parallel update) serve RL from scratch; `fit` sets them from
     demonstrations for behaviour cloning. Buffers, so they are saved with the weights. Under torchrun each
@@ -65,7 +65,7 @@ class Normalizer(nn.Module):
     step: every collective is a scheduling round trip) makes every rank's statistics those of all ranks'
     observations so far."""
 
-    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, clip_obs: float = 10.0,
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, clip_obs: float | None = 10.0,
                  eps: float = 1e-8) -> None:
         super().__init__()
         self.clip_obs, self.eps = clip_obs, eps
@@ -125,7 +125,10 @@ class Normalizer(nn.Module):
             self.action_high.copy_(high + pad)
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return ((obs - self.obs_mean) / (self.obs_var + self.eps).sqrt()).clamp(-self.clip_obs, self.clip_obs)
+        """(obs - mean) / std, clipped to +-clip_obs unless that is None (the statistics of a run that does
+        not normalise stay 0 and 1, so its observations pass through unchanged)."""
+        z = (obs - self.obs_mean) / (self.obs_var + self.eps).sqrt()
+        return z if self.clip_obs is None else z.clamp(-self.clip_obs, self.clip_obs)
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
         return 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
