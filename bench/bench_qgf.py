@@ -6,13 +6,16 @@ Per task, with the CLI alone (every setting is in policies/qgf_<task>.yaml, whos
 3. `robopol sweep RUN`: w = 0 (plain BC) and the official guidance weights, best-of-N off (1) and on (8),
    on the task's evaluation seeds;
 4. the best guided setting on those seeds (success, then PushT score, then the smaller N and w) and
-   plain BC (w = 0, N = 1: the same checkpoint) are evaluated again on held-out seeds no sweep saw.
+   plain BC (w = 0, N = 1: the same checkpoint) are evaluated again on held-out seeds no sweep saw;
+5. a check of the critic guidance follows: at states of the clean expert episodes, how often its min-Q
+   rates the expert's own chunk above a uniformly random chunk, the expert's chunk plus noise, and a chunk
+   from one of the mix's other episodes.
 Results go to bench/out/qgf/ (qgf.json, qgf_sweep.png); copy them to bench/results/ for the README.
 Stages whose output exists are skipped, so a re-run only aggregates:
 
     nice -n 5 env OMP_NUM_THREADS=1 python bench/bench_qgf.py [--tasks pusht lift]
 
-Not run in CI: about 30 minutes of one core."""
+Not run in CI: PushT about 35 minutes of one core, Lift about 20."""
 
 from __future__ import annotations
 
@@ -27,7 +30,12 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
-from robopol.checkpoint import load_checkpoint, load_policy  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from robopol.algos.qgf import build_critic  # noqa: E402
+from robopol.checkpoint import load_checkpoint, load_policy, restore_normalizer  # noqa: E402
+from robopol.data.datasets import load_demonstrations  # noqa: E402
 from robopol.eval_settings import plot_sweep, with_eval_settings  # noqa: E402
 from robopol.evaluate import evaluate  # noqa: E402
 from robopol.sim.factory import EVAL_SEED_BASE  # noqa: E402
@@ -36,10 +44,11 @@ OUT = Path(__file__).parent / "out" / "qgf"
 HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench_benchmarks.py: seeds no in-run evaluation or sweep sees
 WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the paper's sweep
 BEST_OF_N = (1, 8)
-# Episodes per sweep point and on held-out seeds, shrunk to the one-core budget: Lift (robosuite, ~70
-# env steps/s, failures run 300 steps) gets 10 per point and 100 held-out, PushT 20 and 200.
+# PushT's mix is the README BC-flow row's 200 demonstrations plus 50 noisier and 50 random episodes; 50
+# episodes per sweep point, 200 held out. Lift is still the shrunk first run's (policies/qgf_lift.yaml): 10
+# per point and 100 held out (robosuite runs ~70 env steps/s and failures run 300 steps).
 TASKS: dict[str, dict[str, Any]] = {
-    "pusht": {"mix": "2.0:60,20.0:20,random:10", "sweep_episodes": 20, "held_out": 200},
+    "pusht": {"mix": "2.0:200,20.0:50,random:50", "sweep_episodes": 50, "held_out": 200},
     "lift": {"mix": "0.15:20,0.6:10,random:10", "sweep_episodes": 10, "held_out": 100},
 }
 
@@ -48,6 +57,39 @@ def cli(*args: str) -> dict[str, Any]:
     """Run `robopol ARGS` and return its last JSON line."""
     done = subprocess.run([sys.executable, "-m", "robopol.cli", *args], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def critic_ranking(run: Path, data: Path, clean_episodes: int, per_episode: int = 10) -> dict[str, float]:
+    """P(min-Q of the expert's chunk > min-Q of an alternative) at states of the first `clean_episodes`
+    episodes (the mix's clean expert), `per_episode` random steps of each, fixed generator."""
+    ckpt = load_checkpoint(run)
+    normalizer, spec = restore_normalizer(ckpt), ckpt.spec
+    critic = build_critic(ckpt.config.policy, spec)
+    ckpt.load_into("q_target", critic, "the critic check")
+    episodes = load_demonstrations(data, ckpt.config.task).episodes
+    clean, others = episodes[:clean_episodes], episodes[clean_episodes:]
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+
+    def chunk(ep: Any, t: int) -> torch.Tensor:
+        rows = np.minimum(np.arange(t, t + spec.horizon), len(ep.actions) - 1)  # the last action repeats past the end
+        return normalizer.normalize_action(torch.as_tensor(ep.actions[rows], dtype=torch.float32))
+
+    obs, expert, other = [], [], []
+    for ep in clean:
+        for t in rng.choice(len(ep.actions), size=min(per_episode, len(ep.actions)), replace=False):
+            window = np.maximum(np.arange(t - spec.n_obs_steps + 1, t + 1), 0)
+            obs.append(normalizer.normalize_obs(torch.as_tensor(ep.flat_obs[window], dtype=torch.float32)))
+            expert.append(chunk(ep, t))
+            pick = others[rng.integers(len(others))]
+            other.append(chunk(pick, int(rng.integers(len(pick.actions)))))
+    states, good = torch.stack(obs), torch.stack(expert)
+    alternatives = {"uniform": torch.rand(good.shape, generator=gen) * 2 - 1,
+                    "expert_plus_noise_0.3": (good + 0.3 * torch.randn(good.shape, generator=gen)).clamp(-1, 1),
+                    "other_episodes": torch.stack(other)}
+    with torch.no_grad():
+        q_good = critic(states, good).min(dim=0).values
+        return {"states": len(states), **{f"p_expert_above_{name}": (q_good > critic(states, a).min(dim=0).values)
+                                          .float().mean().item() for name, a in alternatives.items()}}
 
 
 def run_task(task: str) -> dict[str, Any]:
@@ -86,7 +128,9 @@ def run_task(task: str) -> dict[str, Any]:
         timing["held_out_s"] = time.perf_counter() - start
     previous = json.loads((OUT / "qgf.json").read_text()).get(task, {}) if (OUT / "qgf.json").exists() else {}
     demos = json.loads(data.with_suffix(".json").read_text()) if data.with_suffix(".json").exists() else {}
+    clean = int(spec["mix"].split(",")[0].split(":")[1])  # the mix's first entry: the clean expert
     return {"mix": spec["mix"], "demos": demos.get("mix"), "recipe": f"policies/qgf_{task}.yaml",
+            "critic_ranking": critic_ranking(run, data, clean),
             "sweep_seeds": sweep["seeds"], "held_out_seeds": [HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + spec["held_out"] - 1],
             "chosen": {"guidance_weight": chosen["guidance_weight"], "best_of_n": chosen["best_of_n"]},
             "sweep": sweep["rows"], "held_out": json.loads(held_file.read_text()),
@@ -98,9 +142,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    results = json.loads((OUT / "qgf.json").read_text()) if (OUT / "qgf.json").exists() else {}
     for task in args.tasks:
-        results[task] = run_task(task)
+        result = run_task(task)
+        # Re-read before writing: one process per task may run at once, each adding its own entry.
+        results = json.loads((OUT / "qgf.json").read_text()) if (OUT / "qgf.json").exists() else {}
+        results[task] = result
         (OUT / "qgf.json").write_text(json.dumps(results, indent=2))
         held = results[task]["held_out"]
         print(f"{task}: BC {held['bc']['success_rate']:.3f} -> QGF {held['qgf']['success_rate']:.3f} "

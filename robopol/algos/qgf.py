@@ -24,7 +24,7 @@ from robopol.config import PolicyConfig
 from robopol.critics import EMATarget, QEnsemble, ValueCritic, bootstrapped_target, q_loss
 from robopol.data.episodes import Episode
 from robopol.errors import ConfigError, DataError
-from robopol.policies.base import Actor
+from robopol.policies.base import Actor, ChunkSpec
 from robopol.policies.flow import FlowActor
 from robopol.policies.guidance import QGuidedFlow
 from robopol.typed_config import field
@@ -64,9 +64,9 @@ def check_best_of_n(policy: PolicyConfig) -> None:
                           "set policy.eval_noise=random or policy.algo.best_of_n=1")
 
 
-def build_critic(policy: PolicyConfig, actor: Actor) -> QEnsemble:
+def build_critic(policy: PolicyConfig, spec: ChunkSpec) -> QEnsemble:
     cfg: QGFConfig = policy.algo  # type: ignore[assignment]
-    return QEnsemble.for_chunks(actor.spec, policy.critic, cfg.critic_heads, cfg.critic_layer_norm)
+    return QEnsemble.for_chunks(spec, policy.critic, cfg.critic_heads, cfg.critic_layer_norm)
 
 
 class QGF(BC):
@@ -78,7 +78,7 @@ class QGF(BC):
         super().__init__(policy, actor)
         cfg = self.cfg
         check_best_of_n(policy)
-        self.q = build_critic(policy, actor)
+        self.q = build_critic(policy, actor.spec)
         self.q_target = EMATarget(self.q, cfg.target_tau)
         self.value = ValueCritic(actor.spec.obs_dim, actor.spec.n_obs_steps, policy.critic.hidden, policy.critic.activation)
         self.critic_optimizer = torch.optim.Adam([*self.q.parameters(), *self.value.parameters()], lr=cfg.critic_lr)
@@ -127,6 +127,6 @@ class QGF(BC):
     def served_actor(cls, actor: Actor, ckpt: StoredRun) -> Actor:
         """The checkpoint's BC actor guided by its target Q, with the config's evaluation settings."""
         check_best_of_n(ckpt.config.policy)
-        critic = build_critic(ckpt.config.policy, actor)
+        critic = build_critic(ckpt.config.policy, actor.spec)
         ckpt.load_into("q_target", critic, "checkpoint")
         return cls.guided(actor, critic, ckpt.config.policy.algo)  # type: ignore[arg-type]
