@@ -7,7 +7,7 @@ Per task, with the CLI alone (every setting is in policies/qgf_<task>.yaml, whos
    on the task's evaluation seeds;
 4. the best guided setting on those seeds (success, then PushT score, then the smaller N and w) and
    plain BC (w = 0, N = 1: the same checkpoint) are evaluated again on held-out seeds no sweep saw;
-5. a check of the critic guidance follows: at states of the clean expert episodes, how often its min-Q
+5. a check of the critic that guides: at states of the clean expert episodes, how often its min-Q
    rates the expert's own chunk above a uniformly random chunk, the expert's chunk plus noise, and a chunk
    from one of the mix's other episodes.
 Results go to bench/out/qgf/ (qgf.json, qgf_sweep.png); copy them to bench/results/ for the README.
