@@ -8,11 +8,11 @@ does anything: a single process runs exactly as it always has.
 
 What crosses ranks: every optimiser step's gradients (one flat sum, averaged, registered as a global
 optimiser step pre-hook so each algorithm's step passes through it and its own pre-hooks, such as
-gradient clipping, see the averaged gradient; through shared memory when all ranks share one CPU host,
-as gloo's per-message latency would dominate small networks' minibatch steps), running-statistics
-moments (an exact parallel mean / variance merge, once per collection), the env steps each iteration
-made, and per-rank checkpoint state (gathered to rank 0, the only rank that logs, evaluates and writes
-the run folder)."""
+gradient clipping, see the averaged gradient), running-statistics moments (an exact parallel mean /
+variance merge, once per collection), the env steps each iteration made (all of these through shared
+memory when every rank shares one CPU host, as gloo's per-message latency would dominate small networks'
+minibatch steps), the early-stop KL, and per-rank checkpoint state (gathered to rank 0, the only rank
+that logs, evaluates and writes the run folder)."""
 
 from __future__ import annotations
 
@@ -125,8 +125,10 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or not active():
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    flat = _sum_over_ranks(flat) / world_size()
+    if _local_sum is not None and all(g.dtype == grads[0].dtype for g in grads):
+        _local_sum.mean_(grads)  # in place, no flat copy: PPO pays this once per minibatch
+        return
+    flat = _sum_over_ranks(torch.cat([g.reshape(-1) for g in grads])) / world_size()
     offset = 0
     for g in grads:
         g.copy_(flat[offset: offset + g.numel()].view_as(g))
@@ -142,6 +144,18 @@ def _sum_over_ranks(flat: torch.Tensor) -> torch.Tensor:
     return flat
 
 
+def _gather_rows(mine: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D `mine` stacked in rank order, on the CPU: a sum of rows that are zero except each
+    rank's own (exact, x + 0 = x) through shared memory where the ranks share a host, else all_gather."""
+    if _local_sum is not None:
+        rows = torch.zeros(world_size(), mine.numel(), dtype=mine.dtype)
+        rows[rank()] = mine
+        return _local_sum(rows).view(world_size(), mine.numel())
+    parts = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(parts, mine)
+    return torch.stack(parts).cpu()
+
+
 def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     average_gradients([p for group in optimizer.param_groups for p in group["params"]])
 
@@ -154,9 +168,7 @@ def merge_moments(mean: torch.Tensor, var: torch.Tensor, count: float) -> tuple[
     device, dtype = mean.device, mean.dtype
     mine = torch.cat([torch.tensor([float(count)], dtype=torch.float64), mean.double().cpu().reshape(-1),
                       var.double().cpu().reshape(-1)]).to(_comm_device())
-    parts = [torch.empty_like(mine) for _ in range(world_size())]
-    dist.all_gather(parts, mine)
-    table = torch.stack(parts).cpu()
+    table = _gather_rows(mine)
     n, means, variances = table[:, :1], table[:, 1: 1 + mean.numel()], table[:, 1 + mean.numel():]
     total = n.sum()
     merged_mean = (n * means).sum(0) / total
@@ -169,9 +181,8 @@ def sum_over_ranks(value: int) -> int:
     """An integer summed over ranks (env steps each made in an iteration)."""
     if not active():
         return value
-    total = torch.tensor([value], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(total)
-    return int(total.item())
+    total = _sum_over_ranks(torch.tensor([value], dtype=torch.float64, device=_comm_device()))
+    return int(total.item())  # exact below 2**53
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -179,8 +190,7 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     ranks that stopped after different epochs would wait on each other's collectives)."""
     if not active():
         return value
-    total = value.detach().reshape(1).to(_comm_device(), torch.float64)
-    dist.all_reduce(total)
+    total = _sum_over_ranks(value.detach().reshape(1).to(_comm_device(), torch.float64))
     return (total / world_size()).to(value.device, value.dtype).reshape(value.shape)
 
 

@@ -5,6 +5,7 @@ its own; a bad train.device is one error line."""
 
 import os
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -69,8 +70,9 @@ def _worker(rank: int, port: int, out: str) -> None:
                 scaler.merge_ranks()
         shared_memory = distributed._local_sum is not None
         kl = distributed.mean_over_ranks(torch.tensor(1.0 + rank))  # ranks decide an early stop on the same value
+        env_steps = distributed.sum_over_ranks(2**40 + 3 + rank)  # past float32's integers
         if rank == 0:
-            torch.save({"kl": kl, "shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
+            torch.save({"kl": kl, "env_steps": env_steps, "shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
                         "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count, "stats": stats,
                         "reward": (scaler.mean, scaler.var, scaler.count)}, out)
 
@@ -126,6 +128,43 @@ def test_between_merges_a_rank_folds_in_only_its_own_observations(two_ranks):
 
 def test_the_early_stop_kl_is_the_mean_over_ranks(two_ranks):
     assert float(two_ranks["kl"]) == 1.5  # rank 0's own value is 1.0, rank 1's 2.0
+
+
+def test_env_steps_are_summed_over_ranks_exactly(two_ranks):
+    assert two_ranks["env_steps"] == 2**41 + 7
+
+
+def test_shared_memory_mean_replaces_each_tensor_in_place_with_its_mean_over_ranks():
+    """Three ranks (threads here) with tensors of mixed shapes: each tensor object now holds the mean, the
+    same bits on every rank, call after call (both phases of the slots reused)."""
+    if not shared_memory_sum.supported():
+        pytest.skip("shared-memory sums are x86-64 only")
+    world, barrier = 3, threading.Barrier(3)
+    values = [[torch.randn(4, 3, generator=torch.Generator().manual_seed(10 * r + c)) for c in range(3)] for r in range(world)]
+    calls = [[[torch.full((2,), float(r + k)), v[k].clone(), v[k][:1, 0].clone()] for k in range(3)] for r, v in
+             enumerate(values)]  # three calls per rank, each a list of three tensors
+    results: dict[int, list[list[torch.Tensor]]] = {}
+
+    def rank(r: int) -> None:
+        summer = shared_memory_sum.SharedMemorySum(f"robopol-test-{os.getpid()}", r, world, barrier.wait, timeout_s=30)
+        for tensors in calls[r]:
+            ids = [id(t) for t in tensors]
+            summer.mean_(tensors)
+            assert [id(t) for t in tensors] == ids
+        results[r] = calls[r]
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [0, 1, 2]
+    for k in range(3):
+        torch.testing.assert_close(results[0][k][0], torch.full((2,), 1.0 + k))  # (0 + 1 + 2) / 3 + k
+        torch.testing.assert_close(results[0][k][1], sum(v[k] for v in values) / 3)
+        torch.testing.assert_close(results[0][k][2], sum(v[k][:1, 0] for v in values) / 3)
+        for r in (1, 2):
+            assert all(torch.equal(a, b) for a, b in zip(results[0][k], results[r][k]))
 
 
 def test_merged_reward_scaler_equals_one_process_statistics(two_ranks):
