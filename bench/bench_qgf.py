@@ -15,7 +15,7 @@ Stages whose output exists are skipped, so a re-run only aggregates:
 
     nice -n 5 env OMP_NUM_THREADS=1 python bench/bench_qgf.py [--tasks pusht lift]
 
-Not run in CI: PushT about 35 minutes of one core, Lift about 20."""
+Not run in CI: PushT about 35 minutes of one core, Lift about 45."""
 
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ OUT = Path(__file__).parent / "out" / "qgf"
 HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench_benchmarks.py: seeds no in-run evaluation or sweep sees
 WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the paper's sweep
 BEST_OF_N = (1, 8)
-# PushT's mix is the README BC-flow row's 200 demonstrations plus 50 noisier and 50 random episodes; 50
-# episodes per sweep point, 200 held out. Lift is still the shrunk first run's (policies/qgf_lift.yaml): 10
-# per point and 100 held out (robosuite runs ~70 env steps/s and failures run 300 steps).
+# Each mix is the README BC-flow row's demonstrations (PushT 200, Lift 40) plus noisier and uniformly random
+# episodes; 200 held-out episodes each; sweep points of 50 episodes on PushT and 20 on Lift (robosuite runs
+# ~70 env steps/s and failures run 300 steps).
 TASKS: dict[str, dict[str, Any]] = {
     "pusht": {"mix": "2.0:200,20.0:50,random:50", "sweep_episodes": 50, "held_out": 200},
-    "lift": {"mix": "0.15:20,0.6:10,random:10", "sweep_episodes": 10, "held_out": 100},
+    "lift": {"mix": "0.15:40,0.6:20,random:20", "sweep_episodes": 20, "held_out": 200},
 }
 
 
