@@ -4,14 +4,17 @@ before and just after each switch (policies/gorl.yaml evaluates at both), env st
 and the decoder-training time of each switch. Writes bench/out/gorl-1m.json and .png.
 
     python bench/bench_gorl.py                          # tasks/{hopper,walker2d}_1m x policies/{gorl,ppo,fpo}, seeds 0, 1
-    python bench/bench_gorl.py --tasks hopper_1m --policies gorl ppo --seeds 1 \\
+    python bench/bench_gorl.py --tasks walker2d_1m --policies gorl --seeds 1 --reuse   # one more entry, beside saved ones
+    python bench/bench_gorl.py --tasks hopper_1m --policies gorl ppo --seeds 0 --name gorl-smoke \\
         --override train.total_env_steps=20480 train.eval_episodes=2 \\
         --gorl-override "policy.algo.stage_env_steps=[8192]" policy.algo.decoder_steps=200   # a smoke run
 
 Every setting comes from the task and policy files (each entry is `robopol train task=T policy=P
 train.seed=S`); --override / --gorl-override only shrink a smoke run. Env steps/s is measured over the
 PPO iterations alone (for GoRL, the iterations without a switch), so it excludes evaluation and the
-switches, whose decoder training is reported per switch."""
+switches, whose decoder training is reported per switch. With --reuse an entry whose run folder
+(bench/out/NAME-runs/TASK-POLICY-sSEED) holds a finished run is read, not run again, and the summary
+covers every finished entry there, so seeds can run in separate processes, one per core."""
 
 from __future__ import annotations
 
@@ -58,14 +61,20 @@ def switches(train_rows: list[dict[str, float]], eval_rows: list[dict[str, float
     return out
 
 
-def run(task: str, policy: str, seed: int, overrides: list[str]) -> dict:
-    run_dir = OUT / "gorl-bench" / f"{task}-{policy}-s{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "eval.csv").exists() and (run_dir / "wall_seconds").exists()
+
+
+def run(task: str, policy: str, seed: int, overrides: list[str], runs: Path, reuse: bool = False) -> dict:
+    run_dir = runs / f"{task}-{policy}-s{seed}"
     cfg = load_run_config([f"task={task}", f"policy={policy}", f"train.seed={seed}", f"train.run_dir={run_dir}",
                            "train.video=false", "train.progress=false", "train.checkpoint_every=1000", *overrides])
-    start = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - start
+    if not (reuse and finished(run_dir)):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        start = time.perf_counter()
+        train(cfg)
+        (run_dir / "wall_seconds").write_text(f"{time.perf_counter() - start}\n")
+    wall = float((run_dir / "wall_seconds").read_text())
     train_rows, eval_rows = read(run_dir / "train.csv"), read(run_dir / "eval.csv")
     steps, seconds, previous = 0.0, 0.0, 0.0
     for row in train_rows:
@@ -84,13 +93,14 @@ def run(task: str, policy: str, seed: int, overrides: list[str]) -> dict:
 
 
 def summarise(entries: list[dict]) -> dict:
-    """Per task and policy: mean final return over seeds, mean env steps/s, and for GoRL each switch's
+    """Per task and policy: mean and std of the final return over seeds, mean env steps/s, and for GoRL each switch's
     mean decoder seconds and the mean relative change of the return across it."""
     out: dict[str, dict] = {}
     for task in sorted({e["task"] for e in entries}):
         for policy in sorted({e["policy"] for e in entries if e["task"] == task}):
             group = [e for e in entries if e["task"] == task and e["policy"] == policy]
             row = {"seeds": len(group), "final_return_mean": float(np.mean([e["final_return"] for e in group])),
+                   "final_return_std": float(np.std([e["final_return"] for e in group])),
                    "steps_per_second": float(np.mean([e["steps_per_second"] for e in group]))}
             switch_lists = [e["switches"] for e in group if e["switches"]]
             if switch_lists:
@@ -126,14 +136,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["hopper_1m", "walker2d_1m"])
     parser.add_argument("--policies", nargs="+", default=["gorl", "ppo", "fpo"])
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1 of every entry")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every entry")
+    parser.add_argument("--reuse", action="store_true", help="read finished runs instead of running them again")
     parser.add_argument("--override", nargs="*", default=[], help="key=value for every entry (smoke runs only)")
     parser.add_argument("--gorl-override", nargs="*", default=[], help="key=value for GoRL entries (smoke runs only)")
     parser.add_argument("--name", default="gorl-1m")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
-    entries = [run(task, policy, seed, args.override + (args.gorl_override if policy == "gorl" else []))
-               for task in args.tasks for seed in range(args.seeds) for policy in args.policies]
+    runs = OUT / f"{args.name}-runs"
+    entries = [run(task, policy, seed, args.override + (args.gorl_override if policy == "gorl" else []), runs, args.reuse)
+               for task in args.tasks for seed in args.seeds for policy in args.policies]
+    if args.reuse:  # every other finished entry saved beside these
+        done = {(e["task"], e["policy"], e["seed"]) for e in entries}
+        for folder in sorted(runs.glob("*-s*")):
+            task, policy, seed = folder.name.rsplit("-", 2)
+            if finished(folder) and (task, policy, int(seed[1:])) not in done:
+                entries.append(run(task, policy, int(seed[1:]), args.override, runs, reuse=True))
+        entries.sort(key=lambda e: (e["task"], e["policy"], e["seed"]))
     result = {"entries": entries, "summary": summarise(entries), "overrides": args.override,
               "gorl_overrides": args.gorl_override,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
