@@ -6,7 +6,7 @@ a rank that dies or stalls makes the others fail within `timeout_s` instead of w
 torchrun itself stops the remaining ranks once one exits with an error). Without torchrun nothing here
 does anything: a single process runs exactly as it always has.
 
-What crosses ranks: every optimiser step's gradients (one flat sum, averaged, registered as a global
+What crosses ranks: every optimiser step's gradients (summed over ranks and averaged, registered as a global
 optimiser step pre-hook so each algorithm's step passes through it and its own pre-hooks, such as
 gradient clipping, see the averaged gradient), running-statistics moments (an exact parallel mean /
 variance merge, once per collection), the env steps each iteration made (all of these through shared
@@ -120,7 +120,7 @@ def _comm_device() -> torch.device:
 
 
 def average_gradients(params: list[torch.Tensor]) -> None:
-    """Replace each parameter's gradient by its mean over ranks: one flat collective. Parameters without
+    """Replace each parameter's gradient by its mean over ranks, in one collective. Parameters without
     a gradient (a frozen actor during critic warm-up) are the same on every rank and are left out."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or not active():

@@ -1,19 +1,19 @@
-"""Sum a vector over the ranks of one host through shared memory: per-minibatch gradient averaging, and
-the few other small collectives of a training iteration (statistics merges, env-step counts).
+"""Sum a vector over the ranks of one host through shared memory: per-minibatch gradient averaging, and the
+few other small collectives of a training iteration (statistics merges, env-step counts).
 
-Why robopol carries its own: gloo's TCP collectives cost 0.5-2 ms each on a 2-vCPU VM (a scheduling
-round trip per message), and data-parallel PPO pays one per minibatch, 320 per Hopper iteration; a sum
-through shared memory and spinning on shared counters costs about 60 us there (`mean_` copies a list of
-gradients straight into the slot and the mean straight back, saving the flat copy's ~50 us). No library with a CPU
+Why robopol carries its own: gloo's TCP collectives cost 0.5-2 ms each on a 2-vCPU VM (a scheduling round
+trip per message), and data-parallel PPO pays one per minibatch, 320 per Hopper iteration; a sum through
+shared memory and spinning on shared counters costs about 60 us there (`mean_` copies a list of gradients
+straight into the slot and the mean straight back, saving a flat copy's ~50 us). No library with a CPU
 shared-memory collective installs beside torch 2.13 (oneCCL's bindings pin other torch releases, and
 torch's MPI backend needs a source build), and gloo stays the transport for everything else.
 
 Protocol, per vector length and dtype (a channel; ranks call in the same order with the same lengths):
-call k writes this rank's vector into slot [k % 2, rank], then publishes k in its counter; once every rank's
-counter for that phase reaches k, each rank sums the slots in rank order, so the sum is bit-identical
-everywhere. Two phases make reuse safe: a rank can only reach call k + 2 after every rank has entered
-call k + 1, i.e. has finished reading call k. The data-before-counter visibility this needs holds on
-x86-64 (total store order), the only architecture this is used on."""
+call k writes this rank's vector into slot [k % 2, rank], then publishes k in its counter; once every
+rank's counter for that phase reaches k, each rank sums the slots in rank order, so the sum is
+bit-identical everywhere. Two phases make reuse safe: a rank can only reach call k + 2 after every rank
+has entered call k + 1, i.e. has finished reading call k. The data-before-counter visibility this needs
+holds on x86-64 (total store order), the only architecture this is used on."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class SharedMemorySum:
 
     def mean_(self, tensors: list[torch.Tensor]) -> None:
         """Gradient averaging without a flat copy: the tensors go straight into this rank's slot and the mean
-        straight back into them (one foreach copy each way, about a quarter of a cat and split's cost)."""
+        straight back into them (one foreach copy each way, under a third of a cat and split's cost)."""
         key = _key(tensors)
         rows = self._exchange(tensors, key)
         if key not in self.means:
