@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+Layout = tuple[torch.dtype, tuple[tuple[int, ...], ...]]  # a list of tensors' dtype and shapes
 SPINS_BEFORE_YIELD = 200  # ~0.5 ms of busy waiting before giving the core to others (a shared machine)
 
 
@@ -40,10 +41,11 @@ class SharedMemorySum:
     def __init__(self, name: str, rank: int, world: int, barrier: Callable[[], None], timeout_s: float) -> None:
         self.name, self.rank, self.world, self.barrier, self.timeout_s = name, rank, world, barrier, timeout_s
         self.channels: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
-        # per list of tensors (dtype, shapes): this rank's slot in each phase split into those shapes, and a
-        # private buffer with the same split that receives the mean
-        self.slots: dict[tuple[torch.dtype, tuple[tuple[int, ...], ...]], list[list[torch.Tensor]]] = {}
-        self.means: dict[tuple[torch.dtype, tuple[tuple[int, ...], ...]], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        # per list of tensors (dtype, shapes), made once: for each phase every rank's rows, the counters and this
+        # rank's slot split into those shapes; its channel's call count; and a private buffer with the same
+        # split that receives the mean
+        self.layouts: dict[Layout, tuple[list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]], list[int]]] = {}
+        self.means: dict[Layout, tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
     def __call__(self, flat: torch.Tensor) -> torch.Tensor:
         flat = flat.reshape(-1)
@@ -62,18 +64,21 @@ class SharedMemorySum:
         total.div_(self.world)
         torch._foreach_copy_(tensors, views)
 
-    def _exchange(self, tensors: list[torch.Tensor], key: tuple[torch.dtype, tuple[tuple[int, ...], ...]]) -> torch.Tensor:
+    def _exchange(self, tensors: list[torch.Tensor], key: Layout) -> torch.Tensor:
         """Write this rank's tensors (one dtype, `key` their layout), publish them, wait for every rank's:
         all ranks' rows."""
-        data, counters, calls = self._channel(sum(t.numel() for t in tensors), key[0])
-        if key not in self.slots:
-            self.slots[key] = [_split(data[phase, self.rank], key[1]) for phase in (0, 1)]
+        if key not in self.layouts:
+            data, counters, calls = self._channel(sum(t.numel() for t in tensors), key[0])
+            phases = [(data[phase], counters[phase], _split(data[phase, self.rank], key[1])) for phase in (0, 1)]
+            self.layouts[key] = (phases, calls)
+        phases, calls = self.layouts[key]
         calls[0] += 1
-        k, phase = calls[0], calls[0] % 2
-        torch._foreach_copy_(self.slots[key][phase], tensors)
-        counters[phase, self.rank] = k
-        self._wait(counters[phase], k)
-        return data[phase]
+        k = calls[0]
+        rows, counters, slots = phases[k % 2]
+        torch._foreach_copy_(slots, tensors)
+        counters[self.rank] = k
+        self._wait(counters, k)
+        return rows
 
     def _wait(self, row: torch.Tensor, k: int) -> None:
         spins, deadline = 0, time.monotonic() + self.timeout_s
@@ -107,7 +112,7 @@ class SharedMemorySum:
         return self.channels[key]
 
 
-def _key(tensors: list[torch.Tensor]) -> tuple[torch.dtype, tuple[tuple[int, ...], ...]]:
+def _key(tensors: list[torch.Tensor]) -> Layout:
     return tensors[0].dtype, tuple(tuple(t.shape) for t in tensors)
 
 
