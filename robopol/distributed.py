@@ -122,17 +122,21 @@ def _comm_device() -> torch.device:
 def average_gradients(params: list[torch.Tensor]) -> None:
     """Replace each parameter's gradient by its mean over ranks, in one collective. Parameters without
     a gradient (a frozen actor during critic warm-up) are the same on every rank and are left out."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads or not active():
+    average_([p.grad for p in params if p.grad is not None])
+
+
+def average_(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its element-wise mean over ranks, in one collective."""
+    if not tensors or not active():
         return
-    if _local_sum is not None and all(g.dtype == grads[0].dtype for g in grads):
-        _local_sum.mean_(grads)  # in place, no flat copy: PPO pays this once per minibatch
+    if _local_sum is not None and all(t.dtype == tensors[0].dtype for t in tensors):
+        _local_sum.mean_(tensors)  # in place, no flat copy: PPO pays this once per minibatch
         return
-    flat = _sum_over_ranks(torch.cat([g.reshape(-1) for g in grads])) / world_size()
+    flat = _sum_over_ranks(torch.cat([t.reshape(-1) for t in tensors])) / world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset: offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def _sum_over_ranks(flat: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from robopol import distributed, shared_memory_sum
+from robopol.algos.compiled_step import CompiledStep
 from robopol.data.normalizer import Normalizer, RewardScaler
 from robopol.errors import ConfigError
 
@@ -58,6 +59,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             gathered = [torch.empty_like(flat) for _ in range(2)]
             dist.all_gather(gathered, flat)
             snapshots.append(torch.stack(gathered))
+        compiled = _compiled_steps(rank, xs, ys)
         norm = Normalizer(4, np.full(2, -1.0), np.full(2, 1.0))
         scaler = RewardScaler(4, gamma=0.9)
         stats = []
@@ -72,9 +74,37 @@ def _worker(rank: int, port: int, out: str) -> None:
         kl = distributed.mean_over_ranks(torch.tensor(1.0 + rank))  # ranks decide an early stop on the same value
         env_steps = distributed.sum_over_ranks(2**40 + 3 + rank)  # past float32's integers
         if rank == 0:
-            torch.save({"kl": kl, "env_steps": env_steps, "shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
+            torch.save({"compiled": compiled, "kl": kl, "env_steps": env_steps, "shared_memory": shared_memory, "snapshots": snapshots, "params": [p.detach() for p in net.parameters()],
                         "mean": norm.obs_mean, "var": norm.obs_var, "count": norm.count, "stats": stats,
                         "reward": (scaler.mean, scaler.var, scaler.count)}, out)
+
+
+def _compiled_steps(rank: int, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
+    """The same steps through policy.algo.compile's CompiledStep (aot_eager: no C++ build), whose gradient
+    average is a graph break inside the compiled step; both ranks' weights after each step."""
+    compile = torch.compile
+    torch.compile = lambda fn, **options: compile(fn, backend="aot_eager")
+    try:
+        net = _net()
+        opt = torch.optim.Adam([{"params": list(net[0].parameters())}, {"params": list(net[2].parameters())}], lr=1e-2)
+
+        def loss(batch: dict[str, torch.Tensor], train_actor: bool):
+            value = (net(batch["x"]) - batch["y"]).pow(2).mean()
+            return value, value, {}
+
+        step = CompiledStep({"net": net}, loss, opt, max_grad_norm=1e9)  # no clip, as _step
+        snapshots = []
+        for x, y in zip(xs, ys):
+            step.begin()
+            step.step({"x": x[rank * 4:(rank + 1) * 4], "y": y[rank * 4:(rank + 1) * 4]}, True)
+            step.end()
+            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+            gathered = [torch.empty_like(flat) for _ in range(2)]
+            dist.all_gather(gathered, flat)
+            snapshots.append(torch.stack(gathered))
+        return snapshots
+    finally:
+        torch.compile = compile
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +118,12 @@ def test_parameters_are_identical_on_every_rank_after_every_update(two_ranks):
     assert two_ranks["shared_memory"] == shared_memory_sum.supported()  # both ranks on this host: no TCP round trips
     for step, both in enumerate(two_ranks["snapshots"]):
         assert torch.equal(both[0], both[1]), f"ranks differ after update {step + 1}"
+
+
+def test_the_compiled_step_averages_gradients_over_ranks_as_the_eager_step_does(two_ranks):
+    for step, (compiled, eager) in enumerate(zip(two_ranks["compiled"], two_ranks["snapshots"])):
+        assert torch.equal(compiled[0], compiled[1]), f"ranks differ after compiled update {step + 1}"
+        torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
 
 
 def test_two_ranks_of_four_match_one_process_of_eight(two_ranks):

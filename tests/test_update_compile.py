@@ -1,8 +1,7 @@
-"""policy.algo.compile: the on-policy minibatch loss runs through torch.compile (dynamo capture and
-AOT autograd; the aot_eager backend here, so the test needs no C++ compile) and its update matches the
-eager one, including through critic warm-up where the policy terms are absent."""
-
-import functools
+"""policy.algo.compile: the on-policy minibatch step (loss, torch.func gradient, clip, Adam on flat tensors)
+runs through torch.compile (dynamo capture; the aot_eager backend here, so the test needs no C++ compile)
+and its updates match the eager ones — metrics, weights and Adam's state — including through critic
+warm-up, where the frozen actor's weights and moments must not move."""
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from robopol.config import load_run_config
 from robopol.runner import Runner
 
 
-def first_updates(tmp_path, policy: str, compile: bool) -> list[dict[str, float]]:
+def first_updates(tmp_path, policy: str, compile: bool) -> tuple[list[dict[str, float]], Runner]:
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     cfg = load_run_config(["task=point_mass", f"policy={policy}", "sim.num_envs=8", "train.rollout_steps=16",
@@ -19,17 +18,29 @@ def first_updates(tmp_path, policy: str, compile: bool) -> list[dict[str, float]
                            "policy.algo.minibatch_size=32", "policy.algo.critic_warmup_iters=1",
                            f"policy.algo.compile={str(compile).lower()}", "train.video=false", "train.progress=false"])
     runner = Runner(cfg, tmp_path / str(compile))
-    return [runner.loop.iterate(i / 4)[1] for i in range(2)]
+    return [runner.loop.iterate(i / 4)[1] for i in range(2)], runner
 
 
-@pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo"])
+@pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo", "gorl"])
 def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, monkeypatch):
-    eager = first_updates(tmp_path, policy, False)
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    compiled = first_updates(tmp_path, policy, True)
+    eager, eager_run = first_updates(tmp_path, policy, False)
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
+    compiled, compiled_run = first_updates(tmp_path, policy, True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # warm-up and actor graphs were captured
     assert "approx_kl" not in eager[0] and "approx_kl" in eager[1]  # the critic warmed up first
     for e, c in zip(eager, compiled):
         assert e.keys() == c.keys()
         for key in e:
             assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+    for name in ("actor", "critic"):
+        for (key, e), c in zip(eager_run.algo.modules()[name].state_dict().items(),
+                               compiled_run.algo.modules()[name].state_dict().values()):
+            torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-6, msg=key)
+    eager_state = eager_run.algo.optimizer.state_dict()["state"]
+    compiled_state = compiled_run.algo.optimizer.state_dict()["state"]
+    assert eager_state.keys() == compiled_state.keys()  # the same parameters were stepped
+    for index, state in eager_state.items():
+        assert float(compiled_state[index]["step"]) == float(state["step"])
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(compiled_state[index][key], state[key], rtol=1e-3, atol=1e-8)

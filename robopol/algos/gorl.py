@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from robopol.algos.on_policy import OnPolicyAlgorithm, OnPolicyConfig, approx_kl, clipped_surrogate
 from robopol.config import PolicyConfig
@@ -55,8 +56,6 @@ class GoRL(OnPolicyAlgorithm):
     actor: LatentFlowActor
 
     def __init__(self, policy: PolicyConfig, actor: LatentFlowActor) -> None:
-        # The decoder's weights sit in the PPO optimiser's actor group but never get a PPO gradient (the
-        # loss scores latents only), so Adam skips them; they learn only in `train_decoder`.
         super().__init__(policy, actor)
         self.decoder_optimizer = self._fresh_decoder_optimizer()
         self.decoder_data: dict[str, torch.Tensor] = {}  # the last switch's stored (obs, u), for resume
@@ -64,6 +63,10 @@ class GoRL(OnPolicyAlgorithm):
     @property
     def stage(self) -> int:
         return int(self.actor.stage)
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """The latent policy's alone: the PPO loss scores latents, and the decoder learns only in `train_decoder`."""
+        return list(self.actor.latent.parameters())
 
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
         spec = self.actor.spec

@@ -22,6 +22,11 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer = RolloutBuffer(cfg.train.rollout_steps, cfg.sim.num_envs, (spec.n_obs_steps, spec.obs_dim),
                                     (spec.horizon, spec.act_dim), self.algo.extras_spec())
         self.reward_scaler = RewardScaler(cfg.sim.num_envs, self.algo.cfg.gamma) if cfg.sim.normalize_reward else None
+        # policy.algo.compile: acting and valuing as one compiled call too; its random draws stay eager ones,
+        # so it samples what the eager loop samples. (The normaliser's update stays eager: torch 2.13's
+        # compile drops the write to its 0-d count buffer.)
+        self.act_and_value = (torch.compile(self._act_and_value, options={"cpp_wrapper": True, "fallback_random": True})
+                              if self.algo.cfg.compile else self._act_and_value)
 
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
         before = self.runner.env_steps
@@ -38,8 +43,7 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer.reset()
         for _ in range(self.runner.cfg.train.rollout_steps):
             _, obs_n = self.observe()
-            actions, extras = algo.act(obs_n)
-            values = algo.value(obs_n)
+            actions, extras, values = self.act_and_value(obs_n)
             step = self.env_step(actions)
             final_values = torch.zeros(len(step.reward))
             if step.truncated.any():
@@ -55,6 +59,11 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
         self.merge_statistics(self.reward_scaler)
         return self.buffer
+
+    def _act_and_value(self, obs_n: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Exploratory action chunks for normalised observations, the extras the algorithm stores, and values."""
+        actions, extras = self.algo.act(obs_n)
+        return actions, extras, self.algo.value(obs_n)
 
     def state_dict(self) -> dict[str, Any]:
         return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}
