@@ -40,9 +40,11 @@ from robopol.runner import train  # noqa: E402
 OUT = Path(__file__).parent / "out"
 
 # entry -> (task, policy): the files that hold every setting of the entry's README row.
-ROBOPOL = {"robopol-ppo": ("hopper_300k", "ppo"), "robopol-ppo-envpool": ("hopper_300k_envpool", "ppo"),
+ROBOPOL = {"robopol-ppo": ("hopper_300k", "ppo"), "robopol-ppo-compiled": ("hopper_300k", "ppo_compiled"),
+           "robopol-ppo-envpool": ("hopper_300k_envpool", "ppo"),
            "robopol-ppo-envpool-compiled": ("hopper_300k_envpool", "ppo_compiled"),
-           "robopol-fpo": ("hopper_100k", "fpo"), "robopol-dppo": ("hopper_100k", "dppo")}
+           "robopol-fpo": ("hopper_100k", "fpo"), "robopol-dppo": ("hopper_100k", "dppo"),
+           "robopol-fpo-compiled": ("hopper_100k", "fpo_compiled"), "robopol-dppo-compiled": ("hopper_100k", "dppo_compiled")}
 SB3_TASK = ("hopper_300k", "ppo")
 THROUGHPUT_TASK = "hopper_throughput"  # its budget, evaluation and seed replace each entry's in --throughput-rounds
 
@@ -103,8 +105,12 @@ def run_robopol(name: str, extra: tuple[str, ...] = ()) -> dict:
     train_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"])
                         for p, r in zip(previous, train_rows))
     env_steps = int(float(train_rows[-1]["env_steps"]))
+    later = list(zip(previous, train_rows))[3:]  # past the first iterations' compiles (and DPPO's critic warm-up)
+    later_steps = sum(float(r["env_steps"]) - float(p["env_steps"]) for p, r in later)
+    later_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"]) for p, r in later)
     return {"name": name, "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
-            "steps_per_second": env_steps / train_seconds, "sim_seconds": sim.seconds,
+            "steps_per_second": env_steps / train_seconds, "steady_steps_per_second": later_steps / later_seconds,
+            "sim_seconds": sim.seconds,
             "sim_fraction": sim.seconds / train_seconds,
             "curve": [{"env_steps": int(float(r["env_steps"])), "wall_time": float(r["wall_time"]),
                        "return": float(r["return_mean"]), "return_std": float(r["return_std"])} for r in eval_rows]}
@@ -142,17 +148,19 @@ def interleaved_throughput(rounds: int) -> dict:
 
 
 def ratios(by_name: dict[str, dict]) -> dict[str, float]:
-    """Robopol's PPO entries over SB3 PPO, and FPO / DPPO over robopol PPO, in env steps/s."""
+    """Robopol's PPO entries over SB3 PPO, and FPO / DPPO over robopol PPO on the same (Gymnasium) envs,
+    eager over eager and compiled over compiled, in env steps/s."""
     out = {}
     def rate(name: str) -> float:
         return by_name[name]["steps_per_second"]
 
-    for name in ("robopol-ppo", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled"):
+    for name in ("robopol-ppo", "robopol-ppo-compiled", "robopol-ppo-envpool", "robopol-ppo-envpool-compiled"):
         if name in by_name and "sb3-ppo" in by_name:
             out[f"{name}_over_sb3_ppo"] = rate(name) / rate("sb3-ppo")
-    for name in ("robopol-fpo", "robopol-dppo"):
-        if name in by_name and "robopol-ppo" in by_name:
-            out[f"{name}_over_robopol_ppo"] = rate(name) / rate("robopol-ppo")
+    for name, ppo in (("robopol-fpo", "robopol-ppo"), ("robopol-dppo", "robopol-ppo"),
+                      ("robopol-fpo-compiled", "robopol-ppo-compiled"), ("robopol-dppo-compiled", "robopol-ppo-compiled")):
+        if name in by_name and ppo in by_name:
+            out[f"{name}_over_{ppo.replace('-', '_')}"] = rate(name) / rate(ppo)
     return out
 
 
@@ -245,12 +253,13 @@ def main() -> None:
               "results": results, "ratios": ratios({r["name"]: r for r in results})}
     (OUT / "hopper-300k.json").write_text(json.dumps(report, indent=2))
     plot(results, OUT / "hopper-300k.png")
-    print("| run | env steps | env steps/s | time in simulator | final return |")
-    print("|---|---|---|---|---|")
+    print("| run | env steps | env steps/s | after 3 iterations | time in simulator | final return |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         last = r["curve"][-1]
         sim = f"{r['sim_fraction']:.0%}" if "sim_fraction" in r else "–"
-        print(f"| {r['name']} | {r['env_steps']} | {r['steps_per_second']:.0f} | {sim} | "
+        steady = f"{r['steady_steps_per_second']:.0f}" if "steady_steps_per_second" in r else "–"
+        print(f"| {r['name']} | {r['env_steps']} | {r['steps_per_second']:.0f} | {steady} | {sim} | "
               f"{last['return']:.0f} ± {last['return_std']:.0f} |")
     print(json.dumps(report["ratios"]))
 
