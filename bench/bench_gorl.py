@@ -5,6 +5,8 @@ and the decoder-training time of each switch. Writes bench/out/gorl-1m.json and 
 
     python bench/bench_gorl.py                          # tasks/{hopper,walker2d}_1m x policies/{gorl,ppo,fpo}, seeds 0, 1
     python bench/bench_gorl.py --tasks walker2d_1m --policies gorl --seeds 1 --reuse   # one more entry, beside saved ones
+    python bench/bench_gorl.py --tasks hopper_stand_1500k --policies gorl_hopper_stand ppo fpo \
+        --seeds 0 --reuse --name gorl-hopper-stand      # DMC hopper-stand (and --seeds 1 in a second process)
     python bench/bench_gorl.py --tasks hopper_1m --policies gorl ppo --seeds 0 --name gorl-smoke \\
         --override train.total_env_steps=20480 train.eval_episodes=2 \\
         --gorl-override "policy.algo.stage_env_steps=[8192]" policy.algo.decoder_steps=200   # a smoke run
@@ -118,7 +120,7 @@ def plot(entries: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 4 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks):
         for entry in (e for e in entries if e["task"] == task):
-            color = COLORS.get(entry["policy"], "black")
+            color = COLORS.get(entry["policy"].split("_")[0], "black")  # gorl_hopper_stand: gorl's
             label = f"{entry['policy']} seed {entry['seed']}"
             for ax, x in zip(row, ("env_steps", "wall_time")):
                 ax.plot([p[x] for p in entry["curve"]], [p["return"] for p in entry["curve"]], color=color,
