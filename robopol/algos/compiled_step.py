@@ -5,7 +5,7 @@ Why: a 64x64 PPO minibatch step is a few hundred tiny kernels, each paying Pytho
 autograd overhead (about 1.1 ms eager on one CPU core). Compiling the loss alone saved ~30%; compiling
 the whole step as a pure function — torch.func.grad of the loss with every trained parameter a view of
 one flat vector, then the clip and Adam on that vector — lets Inductor fuse the elementwise work into a
-few C++ loops around the matrix products, and leaves one guarded call per minibatch (about 0.25 ms).
+few C++ loops around the matrix products, and leaves one guarded call per minibatch (0.31 ms against 1.11).
 
 The networks and the torch Adam stay the source of truth: `begin` gathers the parameters and Adam's
 state (exp_avg, exp_avg_sq, step) into flat tensors, `end` writes them back, so checkpoints, resume and
