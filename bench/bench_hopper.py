@@ -101,15 +101,14 @@ def run_robopol(name: str, extra: tuple[str, ...] = ()) -> dict:
     wall = time.perf_counter() - start
     train_rows = list(csv.DictReader(open(run_dir / "train.csv")))
     eval_rows = list(csv.DictReader(open(run_dir / "eval.csv")))
-    previous = [{"env_steps": 0}] + train_rows
-    train_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"])
-                        for p, r in zip(previous, train_rows))
+    iterations = [(float(r["env_steps"]) - float(p["env_steps"]), float(r["steps_per_second"]))
+                  for p, r in zip([{"env_steps": 0}] + train_rows, train_rows)]  # (env steps, their rate) each
+    train_seconds = sum(steps / rate for steps, rate in iterations)
     env_steps = int(float(train_rows[-1]["env_steps"]))
-    later = list(zip(previous, train_rows))[3:]  # past the first iterations' compiles (and DPPO's critic warm-up)
-    later_steps = sum(float(r["env_steps"]) - float(p["env_steps"]) for p, r in later)
-    later_seconds = sum((float(r["env_steps"]) - float(p["env_steps"])) / float(r["steps_per_second"]) for p, r in later)
+    later = iterations[3:]  # past the first iterations' compiles (and DPPO's critic warm-up)
     return {"name": name, "env_steps": env_steps, "train_seconds": train_seconds, "wall_seconds": wall,
-            "steps_per_second": env_steps / train_seconds, "steady_steps_per_second": later_steps / later_seconds,
+            "steps_per_second": env_steps / train_seconds,
+            "steady_steps_per_second": sum(steps for steps, _ in later) / sum(steps / rate for steps, rate in later),
             "sim_seconds": sim.seconds,
             "sim_fraction": sim.seconds / train_seconds,
             "curve": [{"env_steps": int(float(r["env_steps"])), "wall_time": float(r["wall_time"]),

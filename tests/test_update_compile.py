@@ -10,6 +10,13 @@ from robopol.config import load_run_config
 from robopol.runner import Runner
 
 
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile on the aot_eager backend (no C++ build), whatever options robopol passes."""
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
+
+
 def first_updates(tmp_path, policy: str, compile: bool) -> tuple[list[dict[str, float]], Runner]:
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -22,10 +29,8 @@ def first_updates(tmp_path, policy: str, compile: bool) -> tuple[list[dict[str, 
 
 
 @pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo", "gorl"])
-def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, monkeypatch):
+def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, aot_eager):
     eager, eager_run = first_updates(tmp_path, policy, False)
-    compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
     compiled, compiled_run = first_updates(tmp_path, policy, True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # warm-up and actor graphs were captured
     assert "approx_kl" not in eager[0] and "approx_kl" in eager[1]  # the critic warmed up first
@@ -46,7 +51,7 @@ def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, monkeyp
             torch.testing.assert_close(compiled_state[index][key], state[key], rtol=1e-3, atol=1e-8)
 
 
-def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, monkeypatch):
+def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, aot_eager):
     """GoRL's loss reads its stage (clip and regulariser change at a switch, which also drops the latent
     policy's Adam state): the compiled step must pick the new stage up, not keep the first one's graph."""
     def three_iterations(compile: bool) -> list[dict[str, float]]:
@@ -60,8 +65,6 @@ def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, monkeypa
         return [runner.loop.iterate(i / 4)[1] for i in range(3)]
 
     eager = three_iterations(False)
-    compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
     compiled = three_iterations(True)
     assert [row["latent_reg"] for row in eager] == pytest.approx([5e-4, 1e-3, 1e-3], rel=0.2)  # stage 0, then 1
     for e, c in zip(eager, compiled):
