@@ -57,7 +57,8 @@ def throughput_overrides() -> tuple[str, ...]:
 
 
 class SimClock:
-    """Times every vector-env step of the robopol runs while installed (wraps make_vec_env)."""
+    """Times every vector-env step of the robopol runs while installed (wraps make_vec_env): Gymnasium's
+    `step`, or EnvPool's `step_chunks`, the one the training loop calls."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -70,7 +71,8 @@ class SimClock:
 
         def make(*args, **kwargs):
             envs = clock.make(*args, **kwargs)
-            step = envs.step
+            name = "step_chunks" if hasattr(envs, "step_chunks") else "step"  # what the loop calls (EnvPool: arrays)
+            step = getattr(envs, name)
 
             def timed_step(actions):
                 start = time.perf_counter()
@@ -79,7 +81,7 @@ class SimClock:
                 finally:
                     clock.seconds += time.perf_counter() - start
 
-            envs.step = timed_step
+            setattr(envs, name, timed_step)
             return envs
 
         env_batch.make_vec_env = make

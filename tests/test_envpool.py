@@ -182,3 +182,28 @@ def test_a_dmc_task_trains_a_few_ppo_updates_through_the_cli(tmp_path):
     assert [int(v["env_steps"]) for v in values] == [1024, 2048, 3072, 4096] and "policy_loss" in header
     assert all(np.isfinite(float(v["value_loss"])) for v in values)
     assert any(v.get("episode_return") for v in values[1:])  # 200-step episodes ended and were counted
+
+
+def test_the_training_loops_envpool_batch_hands_over_what_the_gymnasium_api_does():
+    """EnvPoolBatch reads step_chunks' arrays, GymnasiumBatch the same vector through Gymnasium's step and
+    info dicts: the same observations, rewards, flags, final observations and env-step counts, across
+    observation history, early-stopped chunks and resets."""
+    import torch
+
+    from robopol.config import load_run_config
+    from robopol.loops.env_batch import EnvPoolBatch, GymnasiumBatch, make_env_batch
+
+    cfg = load_run_config(["task=hopper_300k_envpool", "policy=fpo", "task.max_episode_steps=25", "sim.num_envs=3",
+                           "policy.n_obs_steps=2", "policy.horizon=3", "policy.n_action_steps=3"])
+    direct, gymnasium = make_env_batch(cfg), GymnasiumBatch(cfg)
+    assert isinstance(direct, EnvPoolBatch)
+    torch.testing.assert_close(direct.reset(seed=5), gymnasium.reset(seed=5), rtol=0, atol=0)
+    rng, ends = np.random.default_rng(0), 0
+    for _ in range(40):
+        actions = torch.from_numpy(rng.uniform(-1, 1, (3, 3, 3)).astype(np.float32))
+        a, b = direct.step(actions), gymnasium.step(actions)
+        for field in ("obs", "reward", "terminated", "truncated", "final_obs", "success"):
+            torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=0, atol=0, msg=field)
+        assert a.env_steps == b.env_steps
+        ends += int((a.terminated | a.truncated).sum())
+    assert ends >= 3

@@ -1,7 +1,8 @@
 """policy.algo.compile: the on-policy minibatch step (loss, torch.func gradient, clip, Adam on flat tensors)
 runs through torch.compile (dynamo capture; the aot_eager backend here, so the test needs no C++ compile)
 and its updates match the eager ones — metrics, weights and Adam's state — including through critic
-warm-up, where the frozen actor's weights and moments must not move."""
+warm-up, where the frozen actor's weights and moments must not move. The rollout step (observation
+statistics, normalising, acting, valuing) is compiled as one call too and must see what eager sees."""
 
 import pytest
 import torch
@@ -38,6 +39,12 @@ def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, aot_eag
         assert e.keys() == c.keys()
         for key in e:
             assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+    # The rollout step's observation statistics, computed in the compiled call and committed eagerly:
+    # every observation of both rollouts (2 x 16 steps x 8 envs) counted, mean and variance as eager's.
+    assert float(compiled_run.normalizer.count) == pytest.approx(256) == float(eager_run.normalizer.count)
+    for key in ("obs_mean", "obs_var"):
+        torch.testing.assert_close(getattr(compiled_run.normalizer, key), getattr(eager_run.normalizer, key),
+                                   rtol=1e-5, atol=1e-6, msg=key)
     for name in ("actor", "critic"):
         for (key, e), c in zip(eager_run.algo.modules()[name].state_dict().items(),
                                compiled_run.algo.modules()[name].state_dict().values()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,6 +56,16 @@ class SinceMerge:
         return at_merge, Moments(n, mean, var)
 
 
+class Folded(NamedTuple):
+    """A batch's moments (float64) and the running statistics with the batch folded in."""
+
+    batch_mean: torch.Tensor
+    batch_var: torch.Tensor
+    mean: torch.Tensor  # float32, as stored
+    var: torch.Tensor
+    count: torch.Tensor  # 0-d float64
+
+
 class Normalizer(nn.Module):
     """obs -> clip((obs - mean) / std, +-clip_obs) (no clip if None); actions in [-1, 1] <-> env units [low, high].
 
@@ -79,12 +89,22 @@ class Normalizer(nn.Module):
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
         """Fold a batch of raw observations (..., obs_dim) into the running mean and variance."""
+        self.commit(obs.numel() // obs.shape[-1], self.folded(obs))
+
+    def folded(self, obs: torch.Tensor) -> Folded:
+        """The batch's moments and the running statistics with it folded in, nothing written: a compiled
+        rollout step computes them in its graph and `commit`s them eagerly (torch 2.13's compile drops
+        the write to the 0-d float64 `count`)."""
         flat = obs.reshape(-1, obs.shape[-1]).double()
         var, mean = torch.var_mean(flat, dim=0, unbiased=False)
-        n = flat.shape[0]
-        self.since_merge.note(Moments(n, mean, var), lambda: Moments(float(self.count), self.obs_mean.clone(),
-                                                                     self.obs_var.clone()))
-        self._fold(mean, var, n)
+        return Folded(mean, var, *self._folded(mean, var, flat.shape[0]))
+
+    @torch.no_grad()
+    def commit(self, n: int, folded: Folded) -> None:
+        """Store statistics from `folded` (a batch of `n` observations folded in)."""
+        self.since_merge.note(Moments(n, folded.batch_mean, folded.batch_var),
+                              lambda: Moments(float(self.count), self.obs_mean.clone(), self.obs_var.clone()))
+        self._set(folded.mean, folded.var, folded.count)
 
     @torch.no_grad()
     def merge_ranks(self) -> None:
@@ -99,16 +119,20 @@ class Normalizer(nn.Module):
             self.obs_var.copy_(at_merge.var)
             self.count.fill_(at_merge.count)
         if everyone.count:
-            self._fold(everyone.mean, everyone.var, everyone.count)
+            self._set(*self._folded(everyone.mean, everyone.var, everyone.count))
 
-    def _fold(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
+    def _folded(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored statistics with a batch's (mean, var, n) merged in: (mean, var) float32, count float64."""
         total = self.count + n
         delta = mean - self.obs_mean.double()
         new_mean = self.obs_mean.double() + delta * n / total
         m2 = self.obs_var.double() * self.count + var * n + delta.pow(2) * self.count * n / total
-        self.obs_mean.copy_(new_mean.float())
-        self.obs_var.copy_((m2 / total).float())
-        self.count.copy_(total)
+        return new_mean.float(), (m2 / total).float(), total
+
+    def _set(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+        self.obs_mean.copy_(mean)
+        self.obs_var.copy_(var)
+        self.count.copy_(count)
 
     @torch.no_grad()
     def fit(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> None:
@@ -124,10 +148,12 @@ class Normalizer(nn.Module):
             self.action_low.copy_(low - pad)
             self.action_high.copy_(high + pad)
 
-    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+    def normalize_obs(self, obs: torch.Tensor, folded: Folded | None = None) -> torch.Tensor:
         """(obs - mean) / std, clipped to +-clip_obs unless that is None (the statistics of a run that does
-        not normalise stay 0 and 1, so its observations pass through unchanged)."""
-        z = (obs - self.obs_mean) / (self.obs_var + self.eps).sqrt()
+        not normalise stay 0 and 1, so its observations pass through unchanged); with `folded`'s
+        statistics instead of the stored ones where given."""
+        mean, var = (self.obs_mean, self.obs_var) if folded is None else (folded.mean, folded.var)
+        z = (obs - mean) / (var + self.eps).sqrt()
         return z if self.clip_obs is None else z.clamp(-self.clip_obs, self.clip_obs)
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:

@@ -145,8 +145,12 @@ class OnlineLoop(Loop):
 
     def env_step(self, actions: torch.Tensor) -> EnvStep:
         """Execute the first n_action_steps of normalised chunks; the envs' step, with self.obs advanced."""
+        return self.execute(self.runner.normalizer.unnormalize_action(actions[:, : self.runner.spec.n_action_steps]))
+
+    def execute(self, env_actions: torch.Tensor) -> EnvStep:
+        """Execute action chunks in env units (N, n_action_steps, act_dim); `env_step` without the conversion."""
         runner = self.runner
-        step = self.envs.step(runner.normalizer.unnormalize_action(actions[:, : runner.spec.n_action_steps]))
+        step = self.envs.step(env_actions)
         self.obs = step.obs
         runner.env_steps += step.env_steps
         ended = step.terminated | step.truncated

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from robopol.algos.on_policy import OnPolicyAlgorithm
-from robopol.data.normalizer import RewardScaler
+from robopol.data.normalizer import Folded, RewardScaler
 from robopol.data.rollout import RolloutBuffer
 from robopol.loops.base import OnlineLoop, RunState
 
@@ -22,11 +22,10 @@ class OnPolicyLoop(OnlineLoop):
         self.buffer = RolloutBuffer(cfg.train.rollout_steps, cfg.sim.num_envs, (spec.n_obs_steps, spec.obs_dim),
                                     (spec.horizon, spec.act_dim), self.algo.extras_spec())
         self.reward_scaler = RewardScaler(cfg.sim.num_envs, self.algo.cfg.gamma) if cfg.sim.normalize_reward else None
-        # policy.algo.compile: acting and valuing as one compiled call too; its random draws stay eager ones,
-        # so it samples what the eager loop samples. (The normaliser's update stays eager: torch 2.13's
-        # compile drops the write to its 0-d count buffer.)
-        self.act_and_value = (torch.compile(self._act_and_value, options={"cpp_wrapper": True, "fallback_random": True})
-                              if self.algo.cfg.compile else self._act_and_value)
+        # policy.algo.compile: each rollout step's computation as one compiled call too; its random draws
+        # stay eager ones, so it samples what the eager loop samples.
+        self.policy_step = (torch.compile(self._policy_step, options={"cpp_wrapper": True, "fallback_random": True})
+                            if self.algo.cfg.compile else self._policy_step)
 
     def iterate(self, progress: float) -> tuple[int, dict[str, float]]:
         before = self.runner.env_steps
@@ -42,9 +41,10 @@ class OnPolicyLoop(OnlineLoop):
         algo, norm, gamma = self.algo, self.runner.normalizer, self.algo.cfg.gamma
         self.buffer.reset()
         for _ in range(self.runner.cfg.train.rollout_steps):
-            _, obs_n = self.observe()
-            actions, extras, values = self.act_and_value(obs_n)
-            step = self.env_step(actions)
+            folded, obs_n, actions, extras, values, env_actions = self.policy_step(self.obs)
+            if folded is not None:
+                norm.commit(self.obs.numel() // self.obs.shape[-1], folded)
+            step = self.execute(env_actions)
             final_values = torch.zeros(len(step.reward))
             if step.truncated.any():
                 idx = step.truncated.nonzero().squeeze(1)
@@ -60,10 +60,17 @@ class OnPolicyLoop(OnlineLoop):
         self.merge_statistics(self.reward_scaler)
         return self.buffer
 
-    def _act_and_value(self, obs_n: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Exploratory action chunks for normalised observations, the extras the algorithm stores, and values."""
+    def _policy_step(self, obs: torch.Tensor) -> tuple[Folded | None, torch.Tensor, torch.Tensor,
+                                                        dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """For raw observations: the observation statistics with them folded in (None if frozen; the caller
+        commits them), the normalised observations, exploratory action chunks, the extras the algorithm
+        stores, values, and the env-unit actions to execute."""
+        norm = self.runner.normalizer
+        folded = norm.folded(obs) if self.update_obs_stats else None
+        obs_n = norm.normalize_obs(obs, folded)
         actions, extras = self.algo.act(obs_n)
-        return actions, extras, self.algo.value(obs_n)
+        env_actions = norm.unnormalize_action(actions[:, : self.runner.spec.n_action_steps])
+        return folded, obs_n, actions, extras, self.algo.value(obs_n), env_actions
 
     def state_dict(self) -> dict[str, Any]:
         return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else {}, **self.env_states()}

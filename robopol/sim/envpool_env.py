@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -141,6 +141,20 @@ class EnvPoolEnv(gym.Env):
 gym.register("robopol/EnvPool-v0", entry_point=EnvPoolEnv)
 
 
+class ChunkStep(NamedTuple):
+    """One vector step of EnvPoolVectorEnv as fresh arrays: obs (num_envs, n_obs_steps, obs_dim) float32,
+    where an episode ended the first history of the next one; final_obs the last history of every env's
+    chunk (equal to obs where nothing ended); reward float64 summed over the chunk; terminated /
+    truncated bool; steps the env steps each env ran (a chunk stops where its episode ends)."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray
+    steps: np.ndarray
+
+
 class EnvPoolVectorEnv(VectorEnv):
     """`num_envs` EnvPool envs with observation history (n_obs_steps) and action chunks (n_action_steps),
     observations float32 (num_envs, n_obs_steps, obs_dim), actions (num_envs, n_action_steps, act_dim).
@@ -166,6 +180,7 @@ class EnvPoolVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.frames = np.zeros((num_envs, n_obs_steps, obs.shape[0]), np.float32)
+        self.all_ids = np.arange(num_envs, dtype=np.int32)
 
     def reset(self, *, seed: int | Sequence[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -179,41 +194,55 @@ class EnvPoolVectorEnv(VectorEnv):
         self.frames[:] = flatten(obs)[:, None]
         return self.frames.copy(), {}
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step_chunks(self, actions: np.ndarray) -> ChunkStep:
+        """Execute action chunks (num_envs, n_action_steps, act_dim) and reset the envs whose episode
+        ended: the arrays the learner reads, without Gymnasium's info dicts (the training loop's path)."""
         actions = np.asarray(actions, np.float64)
         n = self.num_envs
         rewards, steps = np.zeros(n), np.zeros(n, dtype=np.int64)
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        running = np.arange(n, dtype=np.int32)
+        running = self.all_ids
         for k in range(self.n_action_steps):
-            obs, reward, term, trunc, info = self.pool.step(np.ascontiguousarray(actions[running, k]), env_id=running)
+            obs, reward, term, trunc, info = self.pool.step(actions[running, k], env_id=running)
             ids = info["env_id"]
-            self.frames[ids] = np.concatenate([self.frames[ids, 1:], flatten(obs)[:, None]], axis=1)  # every env step
+            self._push(ids, flatten(obs))
             rewards[ids] += reward
             steps[ids] += 1
             terminated[ids], truncated[ids] = term, trunc
+            if k + 1 == self.n_action_steps:
+                break
             running = np.sort(ids[~(term | trunc)]).astype(np.int32)
             if not len(running):
                 break
         ended = terminated | truncated
+        final_obs = self.frames.copy()
+        if not ended.any():
+            return ChunkStep(final_obs, rewards, terminated, truncated, final_obs, steps)
+        obs, info = self.pool.reset(np.flatnonzero(ended).astype(np.int32))
+        self.frames[info["env_id"]] = flatten(obs)[:, None]
+        return ChunkStep(self.frames.copy(), rewards, terminated, truncated, final_obs, steps)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        out = self.step_chunks(actions)
+        ended = out.terminated | out.truncated
         infos: dict[str, Any] = {}
         if not ended.all():  # as Gymnasium: a reset env's own info (empty here) hides its chunk's
-            infos = {"chunk_steps": np.where(ended, 0, steps), "_chunk_steps": ~ended,
-                     "is_success": np.zeros(n, dtype=bool), "_is_success": ~ended}
-        if ended.any():
-            infos.update(self._reset_finished(np.flatnonzero(ended).astype(np.int32), steps, ended))
-        return self.frames.copy(), rewards, terminated, truncated, infos
+            infos = {"chunk_steps": np.where(ended, 0, out.steps), "_chunk_steps": ~ended,
+                     "is_success": np.zeros(self.num_envs, dtype=bool), "_is_success": ~ended}
+        if ended.any():  # SAME_STEP: the finished episodes' last history and chunk info
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in np.flatnonzero(ended):
+                final_obs[i] = out.final_obs[i]
+            final_info = {"chunk_steps": np.where(ended, out.steps, 0), "_chunk_steps": ended,
+                          "is_success": np.zeros(self.num_envs, dtype=bool), "_is_success": ended}
+            infos.update({"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended})
+        return out.obs, out.reward, out.terminated, out.truncated, infos
 
-    def _reset_finished(self, ids: np.ndarray, steps: np.ndarray, ended: np.ndarray) -> dict[str, Any]:
-        """Reset the envs whose episode ended; their last history goes to final_obs (SAME_STEP)."""
-        final_obs = np.full(self.num_envs, None, dtype=object)
-        for i in ids:
-            final_obs[i] = self.frames[i].copy()
-        obs, info = self.pool.reset(ids)
-        self.frames[info["env_id"]] = flatten(obs)[:, None]
-        final_info = {"chunk_steps": np.where(ended, steps, 0), "_chunk_steps": ended,
-                      "is_success": np.zeros(self.num_envs, dtype=bool), "_is_success": ended}
-        return {"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended}
+    def _push(self, ids: np.ndarray, obs: np.ndarray) -> None:
+        """Append one observation per env in `ids` to its history (the oldest drops out)."""
+        if self.frames.shape[1] > 1:
+            self.frames[ids, :-1] = self.frames[ids, 1:]
+        self.frames[ids, -1] = obs
 
     def close_extras(self, **kwargs: Any) -> None:
         self.pool.close()
