@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from robopol.config import PolicyConfig, TaskConfig
@@ -73,3 +74,20 @@ def test_normalizer_running_stats_match_numpy_and_actions_round_trip():
     torch.testing.assert_close(norm.normalize_action(raw), torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]))
     torch.testing.assert_close(norm.unnormalize_action(norm.normalize_action(raw)), raw)
     torch.testing.assert_close(norm.unnormalize_action(torch.tensor([[5.0, -5.0]])), torch.tensor([[2.0, 0.0]]))
+
+
+def test_normalizer_folded_writes_nothing_and_committing_it_is_update():
+    """The compiled rollout step computes `folded` in its graph and commits it eagerly: folding must
+    leave the stored statistics alone, and normalising with it must equal updating, then normalising."""
+    a, b = Normalizer(3, np.zeros(1), np.ones(1)), Normalizer(3, np.zeros(1), np.ones(1))
+    first, batch = torch.randn(8, 2, 3) * 4 + 1, torch.randn(8, 2, 3) * 2 - 3
+    a.update(first)
+    b.update(first)
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    folded = b.folded(batch)
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
+    a.update(batch)
+    assert torch.equal(b.normalize_obs(batch, folded), a.normalize_obs(batch))
+    b.commit(16, folded)
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
+    assert float(b.count) == pytest.approx(32)

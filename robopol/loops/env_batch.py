@@ -47,7 +47,7 @@ class GymnasiumBatch:
     """A Gymnasium vector env of chunked envs; numpy converts to torch here, once a step."""
 
     def __init__(self, cfg: RunConfig, device: torch.device | str = "cpu") -> None:
-        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
+        self.envs = _vector(cfg)
         self.num_envs, self.device = cfg.sim.num_envs, torch.device(device)
 
     def reset(self, seed: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ class EnvPoolBatch:
     rather than Gymnasium's info dicts: the same transitions, fewer small numpy operations a step."""
 
     def __init__(self, cfg: RunConfig, device: torch.device | str = "cpu") -> None:
-        self.envs = make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
+        self.envs = _vector(cfg)
         self.device = torch.device(device)
         self.no_success = to_learner(torch.zeros(cfg.sim.num_envs, dtype=torch.bool), self.device)  # EnvPool reports none
 
@@ -127,6 +127,11 @@ def make_env_batch(cfg: RunConfig, device: torch.device | str = "cpu") -> EnvBat
     if cfg.task.backend != "tensor":
         return GymnasiumBatch(cfg, device)
     return TensorBatch(make_tensor_env(cfg.task, cfg.sim.num_envs), device)  # RunConfig allows it single steps only
+
+
+def _vector(cfg: RunConfig) -> Any:
+    """The run's chunked vector env (Gymnasium's, or EnvPoolVectorEnv for task.backend=envpool)."""
+    return make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
 
 
 def successes(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:
