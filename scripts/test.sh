@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+# One pytest worker per core (pytest-xdist): the suite is mostly single-threaded CPU work.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n auto --durations=15 "$@"
