@@ -88,6 +88,6 @@ def test_normalizer_folded_writes_nothing_and_committing_it_is_update():
     assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
     a.update(batch)
     assert torch.equal(b.normalize_obs(batch, folded), a.normalize_obs(batch))
-    b.commit(16, folded)
+    b.commit(batch, folded)
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
     assert float(b.count) == pytest.approx(32)

@@ -89,7 +89,7 @@ class Normalizer(nn.Module):
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
         """Fold a batch of raw observations (..., obs_dim) into the running mean and variance."""
-        self.commit(obs.numel() // obs.shape[-1], self.folded(obs))
+        self.commit(obs, self.folded(obs))
 
     def folded(self, obs: torch.Tensor) -> Folded:
         """The batch's moments and the running statistics with it folded in, nothing written: a compiled
@@ -100,9 +100,9 @@ class Normalizer(nn.Module):
         return Folded(mean, var, *self._folded(mean, var, flat.shape[0]))
 
     @torch.no_grad()
-    def commit(self, n: int, folded: Folded) -> None:
-        """Store statistics from `folded` (a batch of `n` observations folded in)."""
-        self.since_merge.note(Moments(n, folded.batch_mean, folded.batch_var),
+    def commit(self, obs: torch.Tensor, folded: Folded) -> None:
+        """Store `folded`, the statistics with the batch `obs` folded in."""
+        self.since_merge.note(Moments(obs.numel() // obs.shape[-1], folded.batch_mean, folded.batch_var),
                               lambda: Moments(float(self.count), self.obs_mean.clone(), self.obs_var.clone()))
         self._set(folded.mean, folded.var, folded.count)
 

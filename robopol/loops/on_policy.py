@@ -43,7 +43,7 @@ class OnPolicyLoop(OnlineLoop):
         for _ in range(self.runner.cfg.train.rollout_steps):
             folded, obs_n, actions, extras, values, env_actions = self.policy_step(self.obs)
             if folded is not None:
-                norm.commit(self.obs.numel() // self.obs.shape[-1], folded)
+                norm.commit(self.obs, folded)
             step = self.execute(env_actions)
             final_values = torch.zeros(len(step.reward))
             if step.truncated.any():
