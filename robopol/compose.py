@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from robopol.checkpoint import (
     FORMAT_VERSION,
@@ -101,9 +102,12 @@ def search_weights(policy: ComposedPolicy, ckpt: Checkpoint, episodes: int, step
     cfg = ckpt.config
     cfg.policy.n_obs_steps = policy.n_obs_steps  # the environment keeps the longest window any parent needs
     scores = []
-    for w in weight_grid(len(policy.parents), step):
-        policy.weights.copy_(torch.tensor(w))
-        scores.append({"weights": list(w), **evaluate(policy, cfg.task, cfg.policy, episodes)})
+    with tqdm(weight_grid(len(policy.parents), step), desc="compose: weight search", unit="weight",
+              dynamic_ncols=True) as bar:
+        for w in bar:
+            policy.weights.copy_(torch.tensor(w))
+            scores.append({"weights": list(w), **evaluate(policy, cfg.task, cfg.policy, episodes)})
+            bar.set_postfix(weights=",".join(f"{x:g}" for x in w), success=f"{scores[-1]['success_rate']:.3f}")
     best = max(scores, key=lambda s: (s["success_rate"], s["return_mean"]))
     return {"seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1], "episodes": episodes, "step": step,
             "chosen": best["weights"], "scores": scores}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm import tqdm
 
 from robopol.algos.base import algorithm_class
 from robopol.checkpoint import Checkpoint, load_policy
@@ -52,11 +53,15 @@ def sweep(ckpt: Checkpoint, weights: Sequence[float], best_of_n: Sequence[int], 
     """Evaluate the checkpoint at guidance weight 0 and each of `weights`, for each best-of-N, on the
     same seeds; write sweep.json and sweep.png (success and, for PushT, score against w) to `out`."""
     rows = []
-    for n in best_of_n:
-        for w in [0.0, *weights]:
-            setting = with_eval_settings(ckpt, [f"policy.algo.guidance_weight={w}", f"policy.algo.best_of_n={n}"])
-            metrics = evaluate(load_policy(setting), setting.config.task, setting.config.policy, episodes, seed_base)
+    # Every setting is built (and so validated) before the first episode, so a bad one fails at once.
+    points = [(w, n, with_eval_settings(ckpt, [f"policy.algo.guidance_weight={w}", f"policy.algo.best_of_n={n}"]))
+              for n in best_of_n for w in [0.0, *weights]]
+    policies = [load_policy(setting) for *_, setting in points]
+    with tqdm(list(zip(points, policies)), desc="sweep", unit="setting", dynamic_ncols=True) as bar:
+        for (w, n, setting), policy in bar:
+            metrics = evaluate(policy, setting.config.task, setting.config.policy, episodes, seed_base)
             rows.append({"guidance_weight": w, "best_of_n": n, **metrics})
+            bar.set_postfix(w=f"{w:g}", N=n, success=f"{metrics['success_rate']:.3f}")
     result = {"checkpoint": str(ckpt.path), "task": ckpt.config.task.name, "seeds": [seed_base, seed_base + episodes - 1],
               "eval_noise": ckpt.config.policy.eval_noise, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)

@@ -164,3 +164,16 @@ def test_a_composed_checkpoint_runs_in_the_deploy_loop(composed, tmp_path):
 
     summary = run_deploy(pendulum_config(), composed, cycles=30, log_path=tmp_path / "log.csv", echo=False)
     assert summary["cycles"] == 30 and summary["clamps"]["nonfinite"] == 0
+
+
+def test_the_weight_search_scores_every_grid_point_and_keeps_the_best(parents, tmp_path, capsys):
+    out = tmp_path / "searched"
+    assert main(["compose", str(parents["diffusion"]), str(parents["flow"]), "--search-episodes", "2", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    search = json.loads(Path(f"{out}-search.json").read_text())
+    assert [tuple(s["weights"]) for s in search["scores"]] == weight_grid(2)
+    assert all(s["episodes"] == 2 for s in search["scores"]) and search["episodes"] == 2
+    best = max(search["scores"], key=lambda s: (s["success_rate"], s["return_mean"]))
+    assert search["chosen"] == best["weights"] == result["weights"]
+    assert load_policy(out).weights.tolist() == pytest.approx(best["weights"])
+    assert Path(f"{out}-search.png").stat().st_size > 0

@@ -214,3 +214,18 @@ def test_a_qgf_checkpoint_serves_bc_at_w0_and_guides_when_told(qgf_run, tmp_path
     assert json.loads((tmp_path / "x" / "policy.json").read_text())["eval_settings"] == ["policy.algo.guidance_weight=0.5"]
     exported = load_exported(tmp_path / "x", "torchscript")  # the guided sampler, parity-checked on export
     np.testing.assert_allclose(exported(obs[:1].numpy(), noise[:1].numpy()), guided(obs[:1], noise[:1]).detach().numpy(), atol=1e-4)
+
+
+def test_the_sweep_evaluates_bc_and_every_weight_for_each_best_of_n(qgf_run, tmp_path, capsys):
+    args = ["--weights", "0.02", "0.5", "--best-of-n", "1", "2", "--episodes", "1", "--out", str(tmp_path)]
+    assert main(["sweep", str(qgf_run), *args]) == 2  # best-of-2 from zero noise: refused before any episode
+    assert "error: policy.algo.best_of_n: 2 candidates" in capsys.readouterr().err
+    assert not (tmp_path / "sweep.json").exists()
+    assert main(["sweep", str(qgf_run), "policy.eval_noise=random", *args]) == 0
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [(r["guidance_weight"], r["best_of_n"]) for r in rows] == [(0.0, 1), (0.02, 1), (0.5, 1), (0.0, 2), (0.02, 2), (0.5, 2)]
+    assert all(r["episodes"] == 1 for r in rows) and (tmp_path / "sweep.png").stat().st_size > 0
+    assert main(["eval", str(qgf_run), "policy.eval_noise=random", "--episodes", "1", "--no-video",
+                 "--out", str(tmp_path / "bc")]) == 0
+    bc = json.loads((tmp_path / "bc" / "result.json").read_text())  # w = 0, N = 1 is the plain checkpoint, same seeds
+    assert rows[0]["return_mean"] == bc["return_mean"] and rows[0]["success_rate"] == bc["success_rate"]
