@@ -1,6 +1,6 @@
 """GPC bench: per task two moderate BC parents trained on different demonstrations (Lift: a diffusion
 and a flow parent, the cross-family pair, policies/gpc_lift_{diffusion,flow}.yaml; PushT: two flow
-parents with the same recipe, one observed frame each, policies/gpc_pusht_flow_{a,b}.yaml), their
+parents with one recipe, on demonstrations with 2 px and 8 px of expert noise, policies/gpc_pusht_flow_{a,b}.yaml), their
 composition's weights chosen by `robopol compose --search-episodes` on the evaluation seeds, then
 composed vs each parent on held-out seeds. Every step is a CLI command (printed as it runs); outputs
 under bench/out/gpc, the summary in bench/results/gpc.json and gpc.png.
@@ -28,13 +28,12 @@ from robopol.sim.factory import EVAL_SEED_BASE
 
 HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 1_000_000  # as bench/bench_benchmarks.py: disjoint from the search's seeds
 OUT = ROOT / "bench" / "out" / "gpc"
-# task -> (demos arguments, {parent label: (recipe, demos seed, run folder)})
+# task -> {parent label: (recipe, `robopol demos` arguments, run folder)}
 PARENTS = {
-    "lift": (["--n", "8", "--noise", "0.15"], {"A: diffusion, demos seed 1000": ("gpc_lift_diffusion", 1000, "lift-a"),
-                                              "B: flow, demos seed 2000": ("gpc_lift_flow", 2000, "lift-b")}),
-    "pusht": (["--n", "200", "--noise", "2.0", "--format", "zarr"],
-              {"A: flow, demos seed 1000": ("gpc_pusht_flow_a", 1000, "pusht-a"),
-               "B: flow, demos seed 2000": ("gpc_pusht_flow_b", 2000, "pusht-b")}),
+    "lift": {"A: diffusion, demos seed 1000": ("gpc_lift_diffusion", ["--n", "8", "--noise", "0.15", "--seed", "1000"], "lift-a"),
+             "B: flow, demos seed 2000": ("gpc_lift_flow", ["--n", "8", "--noise", "0.15", "--seed", "2000"], "lift-b")},
+    "pusht": {"A: flow, demos 2 px, seed 1000": ("gpc_pusht_flow_a", ["--n", "200", "--noise", "2.0", "--seed", "1000"], "pusht-a"),
+              "B: flow, demos 8 px, seed 2000": ("gpc_pusht_flow_b", ["--n", "200", "--noise", "8.0", "--seed", "2000"], "pusht-d")},
 }
 
 
@@ -56,12 +55,11 @@ def held_out_metrics(policy, ckpt, episodes: int) -> dict:
 
 
 def run_task(task: str, search_episodes: int, held_out_episodes: int) -> dict:
-    demos_args, parents = PARENTS[task]
     runs = {}
-    for label, (recipe, seed, run) in parents.items():
+    for label, (recipe, demos_args, run) in PARENTS[task].items():
         demos = OUT / f"{run}.{'zarr' if task == 'pusht' else 'hdf5'}"
         if not demos.exists():
-            robopol("demos", task, *demos_args, "--seed", str(seed), "--out", str(demos))
+            robopol("demos", task, *demos_args, "--out", str(demos))
         if not (OUT / run / "checkpoints").exists():
             robopol("pretrain", f"task={task}", f"policy={recipe}", f"policy.algo.dataset={demos}", f"train.run_dir={OUT / run}")
         runs[label] = OUT / run
