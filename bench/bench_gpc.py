@@ -1,8 +1,8 @@
 """GPC bench: per task two moderate BC parents trained on different demonstrations (Lift: a diffusion
 and a flow parent, the cross-family pair, policies/gpc_lift_{diffusion,flow}.yaml; PushT: two flow
-parents with one recipe, on demonstrations with 2 px and 8 px of expert noise, policies/gpc_pusht_flow_{a,b}.yaml), their
-composition's weights chosen by `robopol compose --search-episodes` on the evaluation seeds, then
-composed vs each parent on held-out seeds. Every step is a CLI command (printed as it runs); outputs
+parents with one recipe, on demonstrations with 2 px and 8 px of expert noise,
+policies/gpc_pusht_flow_{a,b}.yaml), their composition's weights chosen by `robopol compose
+--search-episodes` on the evaluation seeds, then composed vs each parent on held-out seeds. Every step is a CLI command (printed as it runs); outputs
 under bench/out/gpc, the summary in bench/results/gpc.json and gpc.png.
 
     python bench/bench_gpc.py [--tasks lift pusht] [--search-episodes lift=10 pusht=200] [--held-out lift=200 pusht=200]

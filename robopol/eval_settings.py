@@ -54,11 +54,13 @@ def sweep(ckpt: Checkpoint, weights: Sequence[float], best_of_n: Sequence[int], 
     same seeds; write sweep.json and sweep.png (success and, for PushT, score against w) to `out`."""
     rows = []
     # Every setting is built (and so validated) before the first episode, so a bad one fails at once.
-    points = [(w, n, with_eval_settings(ckpt, [f"policy.algo.guidance_weight={w}", f"policy.algo.best_of_n={n}"]))
-              for n in best_of_n for w in [0.0, *weights]]
-    policies = [load_policy(setting) for *_, setting in points]
-    with tqdm(list(zip(points, policies)), desc="sweep", unit="setting", dynamic_ncols=True) as bar:
-        for (w, n, setting), policy in bar:
+    points = []
+    for n in best_of_n:
+        for w in [0.0, *weights]:
+            setting = with_eval_settings(ckpt, [f"policy.algo.guidance_weight={w}", f"policy.algo.best_of_n={n}"])
+            points.append((w, n, setting, load_policy(setting)))
+    with tqdm(points, desc="sweep", unit="setting", dynamic_ncols=True) as bar:
+        for w, n, setting, policy in bar:
             metrics = evaluate(policy, setting.config.task, setting.config.policy, episodes, seed_base)
             rows.append({"guidance_weight": w, "best_of_n": n, **metrics})
             bar.set_postfix(w=f"{w:g}", N=n, success=f"{metrics['success_rate']:.3f}")
