@@ -49,7 +49,7 @@ BEST_OF_N = (1, 8)
 # ~70 env steps/s and failures run 300 steps).
 TASKS: dict[str, dict[str, Any]] = {
     "pusht": {"mix": "2.0:200,20.0:50,random:50", "sweep_episodes": 50, "held_out": 200},
-    "lift": {"mix": "0.15:40,0.6:20,random:20", "sweep_episodes": 20, "held_out": 200},
+    "lift": {"mix": "0.15:40,0.6:30,random:10", "sweep_episodes": 20, "held_out": 200},
 }
 
 

@@ -110,6 +110,29 @@ def test_dppo_finetunes_the_bc_checkpoint_on_its_frozen_copy(bc_run, tmp_path):
     assert load_policy(tmp_path).actor.ft_model is not None  # the fine-tuned chain is what gets evaluated
 
 
+def test_bc_continued_from_a_checkpoint_on_other_data_keeps_its_normaliser(bc_run, tmp_path):
+    """The loaded weights were trained on the first dataset's statistics; refitting them to the second
+    (here every state shifted by 50 px) would move every input under those weights."""
+    run_dir, _ = bc_run
+    rng = np.random.default_rng(1)
+    shifted = []
+    for _ in range(10):
+        ep = _pusht_episode(rng)
+        shifted.append(Episode(obs={"state": ep.obs["state"] + 50}, actions=ep.actions, rewards=ep.rewards,
+                               dones=ep.dones))
+    env_args = {"env_name": pusht.ENV_ID, "type": 2, "env_kwargs": {"obs_type": "state"}}
+    data = write_robomimic_hdf5(tmp_path / "shifted.hdf5", shifted, env_args, valid_fraction=0.2)
+    cfg = load_run_config(["task=pusht", "policy=bc_diffusion", f"policy.algo.dataset={data}", *DIFFUSION,
+                           f"train.pretrained={run_dir}", "policy.algo.num_steps=20", "policy.algo.batch_size=16",
+                           "policy.algo.val_every=10"])
+    out, _ = train(cfg, tmp_path / "continued")
+    before, after = load_checkpoint(run_dir), load_checkpoint(out)
+    for name, value in after.module_weights("normalizer").items():
+        torch.testing.assert_close(value, before.module_weights("normalizer")[name])
+    moved = [not torch.equal(v, before.module_weights("actor")[n]) for n, v in after.module_weights("actor").items()]
+    assert any(moved)  # it did train on the new data
+
+
 def test_bad_dataset_and_wrong_task_give_one_clear_error(dataset, tmp_path):
     missing = load_run_config(["task=pusht", "policy=bc_flow", f"policy.algo.dataset={tmp_path / 'nope.hdf5'}", *SMALL])
     with pytest.raises(DataError, match=r"policy.algo.dataset: .*nope.hdf5 does not exist"):

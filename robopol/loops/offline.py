@@ -88,7 +88,9 @@ class OfflineLoop(Loop):
 
     def start(self) -> None:
         runner = self.runner
-        if runner.progress == 0:  # a resumed run keeps the statistics it trained with
+        # A resumed run keeps the statistics it trained with, and a run from train.pretrained the ones its
+        # loaded weights were trained with (refitting them to new data would shift every input under them).
+        if runner.progress == 0 and not runner.cfg.train.pretrained:
             actions = torch.as_tensor(np.concatenate([ep.actions for ep in self.train_eps]))
             runner.normalizer.fit(torch.as_tensor(np.concatenate([ep.flat_obs for ep in self.train_eps])),
                                   actions if self.algo.cfg.action_bounds == "data" else None)
