@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robopol.algos.base import algorithm_class
-from robopol.config import RunConfig
+from robopol.config import RunConfig, TaskConfig
 from robopol.data.atomic import atomic_output
 from robopol.data.normalizer import Normalizer
 from robopol.errors import CheckpointError, RobopolError
 from robopol.policies.base import Actor, ChunkSpec
 from robopol.policies.bundle import PolicyBundle
 from robopol.policies.composed import ComposedPolicy, compose_loaded
+from robopol.sim.observation_keys import shared_observation
 from robopol.typed_config import build, to_dict
 
 FORMAT_VERSION = 1
@@ -221,8 +222,17 @@ def load_composed(ckpt: Checkpoint) -> ComposedPolicy:
     weights = ckpt.weights.get("composition.weights")
     if weights is None or len(weights) != len(folders):
         raise CheckpointError(f"corrupt composed checkpoint {ckpt.path}: no mixing weights for its {len(folders)} parents")
-    parents = [load_checkpoint(f) for f in folders]
-    return compose_loaded([load_policy(p) for p in parents], [str(p.path) for p in parents], weights.tolist())
+    return compose_checkpoints([load_checkpoint(f) for f in folders], weights.tolist())[0]
+
+
+def compose_checkpoints(parents: Sequence[Checkpoint], weights: Sequence[float]) -> tuple[ComposedPolicy, TaskConfig]:
+    """The composition of parent checkpoints, and the task setting whose observation holds every parent's
+    observation keys (the first parent's task when they all observe the same)."""
+    names = [str(p.path) for p in parents]
+    task, obs_dim, index = shared_observation([p.config.task for p in parents], [p.spec.obs_dim for p in parents],
+                                              names)
+    policy = compose_loaded([load_policy(p) for p in parents], names, weights, index, obs_dim if index else None)
+    return policy, task
 
 
 def load_policy(source: str | Path | Checkpoint) -> PolicyBundle:

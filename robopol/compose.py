@@ -4,7 +4,8 @@ searched by rollouts.
 Layout of a composed checkpoint folder (a checkpoint `robopol eval`, `export` and `deploy` load like any):
     parent_<k>/{model.safetensors, config.json, manifest.json}   each parent's checkpoint, as trained
     config.json       the first parent's run config (task, evaluation settings) with n_obs_steps the
-                      longest parent window, and "composition": {"weights": [...], "sources": [...]}
+                      longest parent window, the task set to observe every parent's keys
+                      (robopol.sim.observation_keys), and "composition": {"weights": [...], "sources": [...]}
     model.safetensors the mixing weights ("composition.weights")
     manifest.json     sha256 of the two files above
 A weight search evaluates every point of a grid (step 0.1; for more than two parents the simplex grid)
@@ -29,13 +30,15 @@ from robopol.checkpoint import (
     MANIFEST,
     Checkpoint,
     _sha256,
+    compose_checkpoints,
     is_composed,
     load_checkpoint,
-    load_policy,
 )
 from robopol.data.atomic import atomic_output
 from robopol.errors import ConfigError
-from robopol.policies.composed import ComposedPolicy, compose_loaded
+from robopol.config import TaskConfig
+from robopol.policies.composed import ComposedPolicy
+from robopol.typed_config import to_dict
 
 PARENT_FILES = ("model.safetensors", "config.json", MANIFEST)
 WEIGHT_SUM_ATOL = 1e-6
@@ -57,8 +60,10 @@ def weight_grid(parents: int, step: float = 0.1) -> list[tuple[float, ...]]:
             for head in itertools.product(range(n + 1), repeat=parents - 1) if sum(head) <= n]
 
 
-def compose_policies(sources: Sequence[str | Path], weights: Sequence[float]) -> tuple[ComposedPolicy, list[Checkpoint]]:
-    """The composed policy of the checkpoints at `sources`, refused with one line if they do not reconcile."""
+def compose_policies(sources: Sequence[str | Path], weights: Sequence[float]
+                     ) -> tuple[ComposedPolicy, list[Checkpoint], TaskConfig]:
+    """The composed policy of the checkpoints at `sources`, refused with one line if they do not reconcile,
+    and the task setting it is evaluated on (one that observes every parent's keys)."""
     if len(sources) < 2:
         raise ConfigError(f"compose: {len(sources)} checkpoint given; composition needs at least two")
     ckpts = [load_checkpoint(s) for s in sources]
@@ -68,17 +73,20 @@ def compose_policies(sources: Sequence[str | Path], weights: Sequence[float]) ->
     tasks = {c.config.task.name for c in ckpts}
     if len(tasks) > 1:
         raise ConfigError(f"cannot compose: task differs ({', '.join(f'{c.config.task.name} in {c.path}' for c in ckpts)})")
-    parents = [load_policy(c) for c in ckpts]
-    return compose_loaded(parents, [str(c.path) for c in ckpts], check_weights(weights, len(parents))), ckpts
+    policy, task = compose_checkpoints(ckpts, check_weights(weights, len(ckpts)))
+    return policy, ckpts, task
 
 
-def write_composed(ckpts: Sequence[Checkpoint], weights: Sequence[float], out: str | Path,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """The composed checkpoint folder at `out` (written atomically), holding copies of the parents."""
+def write_composed(ckpts: Sequence[Checkpoint], weights: Sequence[float], out: str | Path, task: TaskConfig,
+                   obs_dim: int, extra: dict[str, Any] | None = None) -> Path:
+    """The composed checkpoint folder at `out` (written atomically), holding copies of the parents; `task`
+    and `obs_dim` are the shared observation's (robopol.sim.observation_keys)."""
     meta = json.loads((ckpts[0].path / "config.json").read_text())
     n_obs = max(c.spec.n_obs_steps for c in ckpts)
     meta["spec"]["n_obs_steps"] = n_obs
+    meta["spec"]["obs_dim"] = obs_dim
     meta["config"]["policy"]["n_obs_steps"] = n_obs
+    meta["config"]["task"] = to_dict(task)
     meta["composition"] = {"weights": list(weights), "sources": [str(c.path.resolve()) for c in ckpts], **(extra or {})}
     with atomic_output(Path(out), directory=True) as folder:
         for k, ckpt in enumerate(ckpts):
@@ -94,8 +102,10 @@ def write_composed(ckpts: Sequence[Checkpoint], weights: Sequence[float], out: s
     return Path(out)
 
 
-def search_weights(policy: ComposedPolicy, ckpt: Checkpoint, episodes: int, step: float = 0.1) -> dict[str, Any]:
-    """Evaluate every grid point on the evaluation seeds; the best by (success rate, return) is chosen."""
+def search_weights(policy: ComposedPolicy, ckpt: Checkpoint, task: TaskConfig, episodes: int, step: float = 0.1
+                   ) -> dict[str, Any]:
+    """Evaluate every grid point on the evaluation seeds, on `task` with the leader checkpoint's evaluation
+    settings; the best by (success rate, return) is chosen."""
     from robopol.evaluate import evaluate
     from robopol.sim.factory import EVAL_SEED_BASE
 
@@ -106,7 +116,7 @@ def search_weights(policy: ComposedPolicy, ckpt: Checkpoint, episodes: int, step
               dynamic_ncols=True) as bar:
         for w in bar:
             policy.weights.copy_(torch.tensor(w))
-            scores.append({"weights": list(w), **evaluate(policy, cfg.task, cfg.policy, episodes)})
+            scores.append({"weights": list(w), **evaluate(policy, task, cfg.policy, episodes)})
             bar.set_postfix(weights=",".join(f"{x:g}" for x in w), success=f"{scores[-1]['success_rate']:.3f}")
     best = max(scores, key=lambda s: (s["success_rate"], s["return_mean"]))
     return {"seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + episodes - 1], "episodes": episodes, "step": step,
@@ -144,10 +154,10 @@ def compose_command(sources: Sequence[str], weights: Sequence[float] | None, out
     if (weights is None) == (search_episodes is None):
         raise ConfigError("compose: give either --weights W1 W2 ... or --search-episodes N, not both or neither")
     start = weights if weights is not None else [1.0] + [0.0] * (len(sources) - 1)
-    policy, ckpts = compose_policies(sources, start)
+    policy, ckpts, task = compose_policies(sources, start)
     result: dict[str, Any] = {"out": str(out), "parents": [str(c.path) for c in ckpts]}
     if search_episodes is not None:
-        search = search_weights(policy, ckpts[0], search_episodes, step)
+        search = search_weights(policy, ckpts[0], task, search_episodes, step)
         weights = search["chosen"]
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         json_path, png_path = Path(f"{out}-search.json"), Path(f"{out}-search.png")
@@ -155,5 +165,5 @@ def compose_command(sources: Sequence[str], weights: Sequence[float] | None, out
             tmp.write_text(json.dumps(search, indent=2))
         plot_search(search, png_path)
         result.update(search=str(json_path), plot=str(png_path))
-    write_composed(ckpts, weights, out)
+    write_composed(ckpts, weights, out, task, policy.obs_dim)
     return {**result, "weights": list(weights)}

@@ -177,3 +177,55 @@ def test_the_weight_search_scores_every_grid_point_and_keeps_the_best(parents, t
     assert search["chosen"] == best["weights"] == result["weights"]
     assert load_policy(out).weights.tolist() == pytest.approx(best["weights"])
     assert Path(f"{out}-search.png").stat().st_size > 0
+
+
+def _pusht_checkpoint(root: Path, name: str, obs_type: str, obs_dim: int, seed: int) -> Path:
+    """An untrained tiny PushT flow actor observing `obs_type`, with the env's action bounds."""
+    cfg = load_run_config(["task=pusht", "policy=bc_flow", f"task.env_kwargs.obs_type={obs_type}",
+                           "task.env_kwargs.max_episode_steps=6", "policy.actor.hidden=[32,32]", "policy.n_obs_steps=1",
+                           f"train.run_dir={root / name}"])
+    torch.manual_seed(seed)
+    pol = cfg.policy
+    spec = ChunkSpec(obs_dim, 2, pol.n_obs_steps, pol.horizon, pol.n_action_steps)
+    normalizer = Normalizer(obs_dim, np.zeros(2), 512 * np.ones(2))
+    normalizer.fit(torch.rand(64, obs_dim) * 512, None)
+    save_checkpoint(root / name, cfg, spec, 0, {"actor": pol.actor.build(spec), "normalizer": normalizer}, {})
+    return root / name
+
+
+def test_parents_on_different_observation_keys_compose_on_an_env_that_observes_both(tmp_path, capsys):
+    """PushT "state" and "keypoints" parents: the composition steps PushT's "state_keypoints" env and each
+    parent reads its own keys from it, so weights (1, 0) and (0, 1) are each parent on its own observation."""
+    from robopol.export import export_checkpoint
+    from robopol.sim.pusht import make_pusht_env
+
+    state, keys = _pusht_checkpoint(tmp_path, "s", "state", 5, 0), _pusht_checkpoint(tmp_path, "k", "keypoints", 18, 1)
+    out = tmp_path / "sk"
+    assert main(["compose", str(state), str(keys), "--weights", "1", "0", "--out", str(out)]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["task"]["env_kwargs"]["obs_type"] == "state_keypoints" and meta["spec"]["obs_dim"] == 23
+    policy, own = load_policy(out), [load_policy(state), load_policy(keys)]
+    shared = torch.as_tensor(make_pusht_env({"obs_type": "state_keypoints"}, None).reset(seed=3)[0])[None, None]
+    noise = torch.randn(policy.noise_shape(1))
+    with torch.no_grad():
+        assert torch.equal(policy(shared, noise), own[0](shared[..., :5], noise))
+        policy.weights.copy_(torch.tensor([0.0, 1.0]))
+        assert torch.equal(policy(shared, noise), own[1](shared[..., 5:], noise))
+    assert main(["eval", str(out), "--episodes", "2", "--no-video", "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 2
+    exported = export_checkpoint(out, tmp_path / "export", formats=("onnx",))
+    assert exported["obs_dim"] == 23 and exported["files"]["onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_observation_keys_no_task_setting_observes_together_are_refused_in_one_line():
+    from robopol.config import TaskConfig
+    from robopol.errors import ConfigError
+    from robopol.sim.observation_keys import index_of, shared_observation
+
+    assert index_of((("state", 5), ("keypoint", 16), ("agent_pos", 2)), (("keypoint", 16), ("agent_pos", 2))) == list(range(5, 23))
+    same = TaskConfig(name="pusht", backend="pusht", env_kwargs={"obs_type": "state"})
+    assert shared_observation([same, same], [5, 5], ["a", "b"]) == (same, 5, None)
+    hopper = TaskConfig(name="hopper")
+    with pytest.raises(ConfigError, match=r"^cannot compose: observation keys differ and no setting of task 'hopper' "
+                                          r"observes them together: obs \(11\) in a; obs \(12\) in b$"):
+        shared_observation([hopper, hopper], [11, 12], ["a", "b"])

@@ -41,7 +41,8 @@ def test_pusht_progress_reward_telescopes_to_the_coverage_gain_plus_the_success_
     assert record.rewards.sum() == pytest.approx((coverage[-1] - coverage[0]) / 0.95 + 1.0)
 
 
-@pytest.mark.parametrize("obs_type, dim", [("state", 5), ("keypoints", 18), ("pixels", 96 * 96 * 3)])
+@pytest.mark.parametrize("obs_type, dim", [("state", 5), ("keypoints", 18), ("state_keypoints", 23),
+                                           ("pixels", 96 * 96 * 3)])
 def test_pusht_observations_are_flat_float32(obs_type, dim):
     env = pusht.make_pusht_env({"obs_type": obs_type}, None)
     obs, info = env.reset(seed=0)
@@ -71,6 +72,24 @@ def test_pusht_keypoint_observations_lie_in_the_declared_space():
     outside = [seed for seed in range(100) if not env.observation_space.contains(env.reset(seed=seed)[0])]
     assert outside == []
     assert env.observation_space.high[0] == pytest.approx(512 + pusht.T_REACH)
+
+
+def test_pusht_state_keypoints_is_the_state_then_exactly_the_keypoints_observation():
+    """The shared observation of a composed state + keypoints policy: each parent must see what its own
+    obs_type would show it, to the bit, along a rollout (seed 63 puts a corner past the window)."""
+    from gymnasium.utils.env_checker import check_env
+
+    both, state, keys = (pusht.make_pusht_env({"obs_type": t}, None) for t in ("state_keypoints", "state", "keypoints"))
+    for seed in (63, 7):
+        obs = [env.reset(seed=seed)[0] for env in (both, state, keys)]
+        for action in [None, *np.random.default_rng(seed).uniform(50, 450, (20, 2))]:
+            if action is not None:
+                obs = [env.step(action)[0] for env in (both, state, keys)]
+            np.testing.assert_array_equal(obs[0][:5], obs[1])
+            np.testing.assert_array_equal(obs[0][5:], obs[2])
+            assert both.observation_space.contains(obs[0])
+    with pytest.warns(UserWarning):  # check_env's advice about wrapped envs and unnormalised boxes
+        check_env(pusht.make_pusht_env({"obs_type": "state_keypoints"}, None), skip_render_check=True)
 
 
 def test_pusht_goal_pose_is_full_coverage_and_limit_is_300():

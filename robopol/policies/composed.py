@@ -21,10 +21,12 @@ prediction. Cross-family, on the shared frame (derivation):
   samples what it samples itself (DDIM with eta 0 is Euler on the frame; tests/test_compose.py checks it).
 With weights (1, 0, ...) the mix is 1 * pred_leader + 0 * ... , the leader's prediction to the bit.
 
-Reconcilable parents (else `incompatible_reason` names the mismatch): the same action dimension,
-observation dimension and horizon, the same action bounds (the normalised space the predictions live
-in), generative actors with the same number of sampling steps; n_obs_steps may differ (each parent
-sees the last n_obs_steps frames of the longest window)."""
+Reconcilable parents (else `incompatible_reason` names the mismatch): the same action dimension and
+horizon, the same action bounds (the normalised space the predictions live in), generative actors with
+the same number of sampling steps. n_obs_steps may differ (each parent sees the last n_obs_steps frames
+of the longest window), and so may the observation keys: given `obs_index` (from
+robopol.sim.observation_keys), each parent reads its own positions of one shared observation vector;
+without it the parents must observe the same vector."""
 
 from __future__ import annotations
 
@@ -43,15 +45,16 @@ from robopol.policies.generative import GenerativeActor, Hook, eps_from_velocity
 BOUNDS_ATOL = 1e-6
 
 
-def incompatible_reason(parents: Sequence[PolicyBundle], names: Sequence[str]) -> str | None:
-    """Why these parents cannot be composed (one phrase naming the mismatch), or None."""
+def incompatible_reason(parents: Sequence[PolicyBundle], names: Sequence[str], same_obs: bool = True) -> str | None:
+    """Why these parents cannot be composed (one phrase naming the mismatch), or None; `same_obs`: they
+    must observe the same vector (no per-parent observation index)."""
     first, name0 = parents[0], names[0]
     for p, name in zip(parents, names):
         actor = getattr(p, "actor", p)  # a ComposedPolicy (a composed parent) has no single actor
         if not isinstance(actor, GenerativeActor):
             return f"{name} has a {type(actor).__name__}, not a diffusion or flow actor: only those compose"
     for p, name in zip(parents[1:], names[1:]):
-        for what in ("act_dim", "obs_dim", "horizon"):
+        for what in ("act_dim", "obs_dim", "horizon") if same_obs else ("act_dim", "horizon"):
             if getattr(p, what) != getattr(first, what):
                 return f"{what} differs: {getattr(first, what)} in {name0}, {getattr(p, what)} in {name}"
         for what in ("action_low", "action_high"):
@@ -66,13 +69,15 @@ def incompatible_reason(parents: Sequence[PolicyBundle], names: Sequence[str]) -
     return None
 
 
-def compose_loaded(parents: Sequence[PolicyBundle], names: Sequence[str], weights: Sequence[float]) -> ComposedPolicy:
+def compose_loaded(parents: Sequence[PolicyBundle], names: Sequence[str], weights: Sequence[float],
+                   obs_index: Sequence[Sequence[int]] | None = None, obs_dim: int | None = None) -> ComposedPolicy:
     """The composition of already-loaded parents (named by `names` in errors), in eval mode; parents that do
-    not reconcile are refused with one ConfigError line naming the mismatch."""
-    reason = incompatible_reason(parents, names)
+    not reconcile are refused with one ConfigError line naming the mismatch. `obs_index`, `obs_dim`: see
+    ComposedPolicy."""
+    reason = incompatible_reason(parents, names, same_obs=obs_index is None)
     if reason:
         raise ConfigError(f"cannot compose: {reason}")
-    return ComposedPolicy(parents, weights).eval()
+    return ComposedPolicy(parents, weights, obs_index, obs_dim).eval()
 
 
 def timestep_at(actor: DiffusionActor, t: torch.Tensor) -> torch.Tensor:
@@ -98,12 +103,21 @@ def diffusion_velocity(actor: DiffusionActor, x_t: torch.Tensor, t: torch.Tensor
 class ComposedPolicy(nn.Module):
     """A policy bundle's interface (raw observations in, env-unit actions out) over several parents."""
 
-    def __init__(self, parents: Sequence[PolicyBundle], weights: Sequence[float]) -> None:
+    def __init__(self, parents: Sequence[PolicyBundle], weights: Sequence[float],
+                 obs_index: Sequence[Sequence[int]] | None = None, obs_dim: int | None = None) -> None:
+        """`obs_index[k]`: the positions of parent k's observation in the shared one of `obs_dim` values
+        (None: every parent observes the same vector)."""
         super().__init__()
         self.parents = nn.ModuleList(parents)
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]))
         first = parents[0]
-        self.obs_dim, self.act_dim, self.horizon = first.obs_dim, first.act_dim, first.horizon
+        self.act_dim, self.horizon = first.act_dim, first.horizon
+        if obs_index is not None and (obs_dim is None or max(max(ix) for ix in obs_index) >= obs_dim):
+            raise ValueError(f"obs_index needs the shared obs_dim, larger than every position; got {obs_dim}")
+        self.obs_dim = first.obs_dim if obs_index is None else obs_dim
+        self.selects = obs_index is not None
+        for k, ix in enumerate(obs_index or ()):
+            self.register_buffer(f"obs_index_{k}", torch.tensor(list(ix), dtype=torch.long), persistent=False)
         self.n_action_steps = first.n_action_steps
         self.n_obs_steps = max(p.n_obs_steps for p in parents)
         self.action_low, self.action_high = first.action_low, first.action_high
@@ -137,9 +151,14 @@ class ComposedPolicy(nn.Module):
             v = diffusion_velocity(actor, x_t, t, time.expand(x.shape[0]), obs)
         return v if isinstance(self.leader, FlowActor) else eps_from_velocity(x_t, v, t)
 
+    def _own(self, k: int, obs: torch.Tensor) -> torch.Tensor:
+        """Parent k's observation keys out of the shared observation (B, n, obs_dim)."""
+        return obs.index_select(-1, getattr(self, f"obs_index_{k}")) if self.selects else obs
+
     def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(B, n_obs_steps, obs_dim) raw observations -> (B, horizon, act_dim) actions in env units."""
-        windows = [p.normalizer.normalize_obs(obs[:, obs.shape[1] - p.n_obs_steps:]) for p in self.parents]
+        windows = [p.normalizer.normalize_obs(self._own(k, obs[:, obs.shape[1] - p.n_obs_steps:]))
+                   for k, p in enumerate(self.parents)]
 
         def mix(i: int | torch.Tensor, x: torch.Tensor, pred: torch.Tensor, _obs: torch.Tensor) -> torch.Tensor:
             total = self.weights[0] * pred

@@ -10,6 +10,8 @@ Observation types (env_kwargs["obs_type"]), always a flat float32 vector:
 - "keypoints" (18): the T's 8 corner keypoints (x0, y0, ..., x7, y7), then agent x, y. These are
   gym-pusht's corners, not diffusion_policy's 9 pixel-sampled keypoints (20-dim obs), which cannot
   be recomputed exactly; train on diffusion_policy data with "state" to evaluate here.
+- "state_keypoints" (23): "state", then "keypoints" computed from its block pose; for a composed
+  policy whose parents observe one each (robopol.sim.observation_keys).
 - "pixels" (96*96*3): the rendered image in HWC order, values 0..255.
 Actions are native: the agent's target position in [0, 512]^2.
 
@@ -46,7 +48,16 @@ T_PARTS = np.array([
 ], dtype=np.float64)
 T_AREA = 120 * 30 + 30 * 90
 T_REACH = float(np.linalg.norm(T_PARTS.reshape(-1, 2), axis=1).max())  # farthest corner from the block's origin
-_OBS_TYPES = {"state": "state", "keypoints": "environment_state_agent_pos", "pixels": "pixels"}
+_OBS_TYPES = {"state": "state", "keypoints": "environment_state_agent_pos", "pixels": "pixels",
+              "state_keypoints": "state"}
+STATE_DIM, KEYPOINT_DIM = 5, 16  # agent x, y, block x, y, angle; 8 corners (x, y)
+
+
+def obs_keys(obs_type: str, width: int = 96, height: int = 96) -> tuple[tuple[str, int], ...]:
+    """The named segments of an obs_type's flat observation, in order."""
+    return {"state": (("state", STATE_DIM),), "keypoints": (("keypoint", KEYPOINT_DIM), ("agent_pos", 2)),
+            "state_keypoints": (("state", STATE_DIM), ("keypoint", KEYPOINT_DIM), ("agent_pos", 2)),
+            "pixels": (("pixels", width * height * 3),)}[obs_type]
 
 
 @dataclass
@@ -75,17 +86,19 @@ def make_pusht_env(env_kwargs: dict[str, Any], render_mode: str | None) -> gym.E
         visualization_width=kw.visualization_width, visualization_height=kw.visualization_height,
         disable_env_checker=True,  # gym-pusht's keypoint bounds are too narrow; FlatPushT's are checked instead
     )
-    return FlatPushT(inner, reward=kw.reward)
+    return FlatPushT(inner, reward=kw.reward, with_keypoints=kw.obs_type == "state_keypoints")
 
 
 class FlatPushT(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Flattens gym-pusht's observations to float32, reports `coverage` on reset too and the
-    episode's `max_coverage`, and pays the `reward` chosen in PushTKwargs."""
+    episode's `max_coverage`, and pays the `reward` chosen in PushTKwargs. `with_keypoints` appends the
+    "keypoints" observation (corners, agent x, y) computed from a "state" one."""
 
-    def __init__(self, env: gym.Env, reward: str = "coverage"):
-        gym.utils.RecordConstructorArgs.__init__(self, reward=reward)
+    def __init__(self, env: gym.Env, reward: str = "coverage", with_keypoints: bool = False):
+        gym.utils.RecordConstructorArgs.__init__(self, reward=reward, with_keypoints=with_keypoints)
         super().__init__(env)
         self.reward, self.max_coverage, self.coverage = reward, 0.0, 0.0
+        self.with_keypoints = with_keypoints
         space = env.observation_space
         parts = [space[k] for k in ("environment_state", "agent_pos")] if isinstance(space, gym.spaces.Dict) else [space]
         low, high = (np.concatenate([getattr(p, bound).reshape(-1) for p in parts]) for bound in ("low", "high"))
@@ -93,11 +106,16 @@ class FlatPushT(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
             corners = space["environment_state"].shape[0]  # place one past it (seed 63: 513.5): widen by the T's reach
             low[:corners] -= T_REACH
             high[:corners] += T_REACH
+        if with_keypoints:  # the state's own bounds, then corners (within the T's reach of the window) and agent
+            low = np.concatenate([low, np.full(KEYPOINT_DIM, -T_REACH), low[:2]])
+            high = np.concatenate([high, np.full(KEYPOINT_DIM, 512.0 + T_REACH), high[:2]])
         self.observation_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
     def observation(self, obs: Any) -> np.ndarray:
         if isinstance(obs, dict):
             obs = np.concatenate([obs["environment_state"], obs["agent_pos"]])
+        elif self.with_keypoints:
+            obs = np.concatenate([obs, keypoints(obs[2:5]).reshape(-1), obs[:2]])
         return np.asarray(obs, dtype=np.float32).reshape(-1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
