@@ -1,8 +1,9 @@
 """Benchmark: QGF beside unguided BC on PushT and Lift, each from a mixed-quality dataset.
 
-Per task, with the CLI alone (every setting is in policies/qgf_<task>.yaml, whose header holds the commands):
+Per entry, with the CLI alone (every setting is in policies/qgf_<entry>.yaml, whose header holds the commands):
 1. `robopol demos TASK --mix ...`: the expert at two noise levels plus uniformly random (failing) episodes;
-2. `robopol pretrain policy=qgf_TASK`: one run trains the BC flow actor and the IQL critic;
+2. `robopol pretrain policy=qgf_ENTRY`: one run trains the BC flow actor and the IQL critic (pusht_critic:
+   only the critic, beside bench_gpc.py's PushT parent A, a BC checkpoint of the mix's clean episodes);
 3. `robopol sweep RUN`: w = 0 (plain BC) and the official guidance weights, best-of-N off (1) and on (8),
    on the task's evaluation seeds;
 4. the best guided setting on those seeds (success, then PushT score, then the smaller N and w) and
@@ -13,9 +14,10 @@ Per task, with the CLI alone (every setting is in policies/qgf_<task>.yaml, whos
 Results go to bench/out/qgf/ (qgf.json, qgf_sweep.png); copy them to bench/results/ for the README.
 Stages whose output exists are skipped, so a re-run only aggregates:
 
-    nice -n 5 env OMP_NUM_THREADS=1 python bench/bench_qgf.py [--tasks pusht lift]
+    nice -n 5 env OMP_NUM_THREADS=1 python bench/bench_qgf.py [--tasks pusht lift pusht_critic]
 
-Not run in CI: PushT about 35 minutes of one core, Lift about 45."""
+Not run in CI: PushT about 35 minutes of one core, Lift about 45 (one hour beside another run), pusht_critic
+about 35 once parent A exists."""
 
 from __future__ import annotations
 
@@ -47,9 +49,13 @@ BEST_OF_N = (1, 8)
 # Each mix is the README BC-flow row's demonstrations (PushT 200, Lift 40) plus noisier and uniformly random
 # episodes; 200 held-out episodes each; sweep points of 50 episodes on PushT and 20 on Lift (robosuite runs
 # ~70 env steps/s and failures run 300 steps).
+# "pusht_critic": QGF's cheapest use, a critic learnt beside a BC checkpoint a user already has (bench_gpc.py's
+# PushT parent A, on the mix's 200 clean demonstrations) from PushT's mixed dataset, the actor untouched.
 TASKS: dict[str, dict[str, Any]] = {
     "pusht": {"mix": "2.0:200,20.0:50,random:50", "sweep_episodes": 50, "held_out": 200},
     "lift": {"mix": "0.15:40,0.6:30,random:10", "sweep_episodes": 20, "held_out": 200},
+    "pusht_critic": {"task": "pusht", "mix": "2.0:200,20.0:50,random:50", "sweep_episodes": 50, "held_out": 200,
+                     "pretrained": Path(__file__).parent / "out" / "gpc" / "pusht-a"},
 }
 
 
@@ -92,8 +98,10 @@ def critic_ranking(run: Path, data: Path, clean_episodes: int, per_episode: int 
                                           .float().mean().item() for name, a in alternatives.items()}}
 
 
-def run_task(task: str) -> dict[str, Any]:
-    spec, data, run = TASKS[task], OUT / f"{task}_mixed.hdf5", OUT / f"{task}-qgf"
+def run_task(name: str) -> dict[str, Any]:
+    spec = TASKS[name]
+    task = spec.get("task", name)
+    data, run = OUT / f"{task}_mixed.hdf5", OUT / f"{name}-qgf"
     timing: dict[str, float] = {}
     if not data.exists():
         start = time.perf_counter()
@@ -102,8 +110,11 @@ def run_task(task: str) -> dict[str, Any]:
         timing["demos_s"] = time.perf_counter() - start
     if not (run / "checkpoints" / "LATEST").exists():
         start = time.perf_counter()
-        cli("pretrain", f"task={task}", f"policy=qgf_{task}", f"policy.algo.dataset={data}", f"train.run_dir={run}",
-            "train.progress=false")
+        if "pretrained" in spec and not (spec["pretrained"] / "checkpoints").exists():
+            raise SystemExit(f"{name}: needs the BC checkpoint {spec['pretrained']} (python bench/bench_gpc.py --tasks pusht)")
+        pretrained = [f"train.pretrained={spec['pretrained']}"] if "pretrained" in spec else []
+        cli("pretrain", f"task={task}", f"policy=qgf_{name}", f"policy.algo.dataset={data}", f"train.run_dir={run}",
+            "train.progress=false", *pretrained)
         timing["pretrain_s"] = time.perf_counter() - start
     sweep_file = run / "eval" / "sweep" / "sweep.json"
     if not sweep_file.exists():
@@ -126,10 +137,10 @@ def run_task(task: str) -> dict[str, Any]:
                 load_policy(setting), setting.config.task, setting.config.policy, spec["held_out"], HELD_OUT_SEED_BASE)}
         held_file.write_text(json.dumps(held, indent=2))
         timing["held_out_s"] = time.perf_counter() - start
-    previous = json.loads((OUT / "qgf.json").read_text()).get(task, {}) if (OUT / "qgf.json").exists() else {}
+    previous = json.loads((OUT / "qgf.json").read_text()).get(name, {}) if (OUT / "qgf.json").exists() else {}
     demos = json.loads(data.with_suffix(".json").read_text()) if data.with_suffix(".json").exists() else {}
     clean = int(spec["mix"].split(",")[0].split(":")[1])  # the mix's first entry: the clean expert
-    return {"mix": spec["mix"], "demos": demos.get("mix"), "recipe": f"policies/qgf_{task}.yaml",
+    return {"mix": spec["mix"], "demos": demos.get("mix"), "recipe": f"policies/qgf_{name}.yaml",
             "critic_ranking": critic_ranking(run, data, clean),
             "sweep_seeds": sweep["seeds"], "held_out_seeds": [HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + spec["held_out"] - 1],
             "chosen": {"guidance_weight": chosen["guidance_weight"], "best_of_n": chosen["best_of_n"]},
