@@ -10,7 +10,7 @@ Per entry, with the CLI alone (every setting is in policies/qgf_<entry>.yaml, wh
    plain BC (w = 0, N = 1: the same checkpoint) are evaluated again on held-out seeds no sweep saw;
 5. a check of the critic that guides: at states of the clean expert episodes, how often its min-Q
    rates the expert's own chunk above a uniformly random chunk, the expert's chunk plus noise, and a chunk
-   from one of the mix's other episodes.
+   from one of the mix's other episodes; and what best-of-8 sees there (`best_of_n_check`).
 Results go to bench/out/qgf/ (qgf.json, qgf_sweep.png); copy them to bench/results/ for the README.
 Stages whose output exists are skipped, so a re-run only aggregates:
 
@@ -94,8 +94,33 @@ def critic_ranking(run: Path, data: Path, clean_episodes: int, per_episode: int 
                     "other_episodes": torch.stack(other)}
     with torch.no_grad():
         q_good = critic(states, good).min(dim=0).values
-        return {"states": len(states), **{f"p_expert_above_{name}": (q_good > critic(states, a).min(dim=0).values)
-                                          .float().mean().item() for name, a in alternatives.items()}}
+        ranking = {f"p_expert_above_{name}": (q_good > critic(states, a).min(dim=0).values).float().mean().item()
+                   for name, a in alternatives.items()}
+    return {"states": len(states), **ranking, **best_of_n_check(ckpt, critic, states, good, gen)}
+
+
+def best_of_n_check(ckpt: Any, critic: torch.nn.Module, states: torch.Tensor, expert: torch.Tensor,
+                    gen: torch.Generator, n: int = 8) -> dict[str, float]:
+    """What best-of-N sees at those states: n chunks of the BC actor per state, their min-Q, and their
+    distance to the expert's chunk (normalised actions). An informative critic picks a chunk nearer the
+    expert than a random one, and its Q varies with the action, not only with the state."""
+    actor = load_policy(ckpt).actor
+    batch, spec = len(states), ckpt.spec
+    with torch.no_grad():
+        obs = states.repeat_interleave(n, 0)
+        chunks = actor.sample(obs, torch.randn(batch * n, spec.horizon, spec.act_dim, generator=gen))
+        q = critic(obs, chunks).min(dim=0).values.view(batch, n)
+        dist = (chunks.view(batch, n, -1) - expert.view(batch, 1, -1)).norm(dim=-1)
+        q_expert = critic(states, expert).min(dim=0).values
+    qc, dc = q - q.mean(1, keepdim=True), dist - dist.mean(1, keepdim=True)
+    corr = -(qc * dc).sum(1) / (qc.norm(dim=1) * dc.norm(dim=1)).clamp(min=1e-12)
+    return {"best_of_n": n,
+            "median_distance_argmax_q": dist[torch.arange(batch), q.argmax(1)].median().item(),
+            "median_distance_random": dist[:, 0].median().item(),
+            "median_distance_nearest": dist.min(1).values.median().item(),
+            "mean_corr_q_closeness": corr.mean().item(),
+            "p_expert_above_argmax_q": (q_expert > q.max(1).values).float().mean().item(),
+            "q_std_within_state": q.std(1).median().item(), "q_std_across_states": q.mean(1).std().item()}
 
 
 def run_task(name: str) -> dict[str, Any]:
