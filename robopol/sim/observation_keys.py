@@ -2,12 +2,13 @@
 
 A composed (GPC) policy steps one environment for all its parents; when they were trained on different
 observation keys (PushT "state" and "keypoints") that environment must produce every parent's keys, and
-each parent reads its own, in its own order, out of the shared vector. Tasks whose observation has no
-named keys (Gymnasium MuJoCo, EnvPool, torch tasks) are one opaque segment, so their parents must match."""
+each parent reads its own, in its own order, out of the shared vector. Only PushT offers observation
+settings to choose from; any other task's observation is one opaque segment (robomimic's keys are fixed),
+so its parents must match."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Sequence
 
 from robopol.config import TaskConfig
@@ -24,13 +25,6 @@ def obs_keys(task: TaskConfig, obs_dim: int) -> Keys:
 
         kw = build(PushTKwargs, dict(task.env_kwargs), "task.env_kwargs")
         return pusht_keys(kw.obs_type, kw.observation_width, kw.observation_height)
-    if task.backend == "robomimic":
-        from robopol.sim.robomimic import OBS_KEYS, TASKS, RobomimicKwargs
-        from robopol.typed_config import build
-
-        kw = build(RobomimicKwargs, dict(task.env_kwargs), "task.env_kwargs")
-        sizes = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": TASKS[kw.task].object_dim}
-        return tuple((k, sizes[k]) for k in OBS_KEYS)
     return (("obs", obs_dim),)
 
 
@@ -38,21 +32,17 @@ def _variants(task: TaskConfig) -> list[TaskConfig]:
     """The task itself, then the settings of it that produce other keys (PushT's obs types)."""
     if task.backend != "pusht":
         return [task]
-    out = [task]
-    for obs_type in ("state", "keypoints", "state_keypoints"):
-        variant = copy.deepcopy(task)
-        variant.env_kwargs = {**task.env_kwargs, "obs_type": obs_type}
-        out.append(variant)
-    return out
+    return [task, *(dataclasses.replace(task, env_kwargs={**task.env_kwargs, "obs_type": obs_type})
+                    for obs_type in ("state", "keypoints", "state_keypoints"))]
 
 
 def index_of(shared: Keys, wanted: Keys) -> list[int]:
     """Positions in the shared flat observation of the `wanted` segments, in wanted's order."""
     starts, at = {}, 0
     for name, size in shared:
-        starts[name] = (at, size)
+        starts[name] = at
         at += size
-    return [i for name, size in wanted for i in range(starts[name][0], starts[name][0] + size)]
+    return [i for name, size in wanted for i in range(starts[name], starts[name] + size)]
 
 
 def shared_observation(tasks: Sequence[TaskConfig], obs_dims: Sequence[int], names: Sequence[str]
