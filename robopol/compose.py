@@ -34,9 +34,9 @@ from robopol.checkpoint import (
     is_composed,
     load_checkpoint,
 )
+from robopol.config import TaskConfig
 from robopol.data.atomic import atomic_output
 from robopol.errors import ConfigError
-from robopol.config import TaskConfig
 from robopol.policies.composed import ComposedPolicy
 from robopol.typed_config import to_dict
 

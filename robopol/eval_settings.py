@@ -84,15 +84,13 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: Path) -> Path:
     metrics = ["success_rate"] + (["mean_max_reward"] if any("mean_max_reward" in r for res in results
                                                                for r in res["rows"]) else [])
     lines = [(res, n) for res in results for n in sorted({r["best_of_n"] for r in res["rows"]})]
-    colours = {f"{res['task']}, best-of-{n}": f"C{k}" for k, (res, n) in enumerate(lines)}  # one colour a line in every panel
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        for res, n in lines:
+        for k, (res, n) in enumerate(lines):  # colour by line, not by panel, so a line looks the same in each
             rows = [r for r in res["rows"] if r["best_of_n"] == n and metric in r]
-            label = f"{res['task']}, best-of-{n}"
             if rows:
                 ax.plot([max(r["guidance_weight"], 1e-3) for r in rows], [r[metric] for r in rows], marker="o",
-                        label=label, color=colours[label])
+                        label=f"{res['task']}, best-of-{n}", color=f"C{k}")
         ax.set_xscale("log")
         ax.set_xlabel("guidance weight w (w = 0 plotted at 1e-3)")
         ax.set_ylabel({"success_rate": "success rate", "mean_max_reward": "PushT score"}[metric])
