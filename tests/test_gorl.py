@@ -67,6 +67,25 @@ def test_latent_log_prob_ratio_is_one_before_an_update():
     assert extras["log_prob"].mean() == pytest.approx(-elements * 0.5 * (1 + math.log(2 * math.pi)), abs=0.5)
 
 
+def test_stage_anneal_decays_the_learning_rates_to_zero_over_each_stage():
+    """Stages of 100 and 50 env steps, then a last stage that decays over the last listed length (50)."""
+    algo = make_gorl(stage_anneal=True, stage_env_steps=[100, 50])
+    algo.between_iterations(50, collect=None, evaluate=None)  # no switch due: it only records the env steps
+    assert algo.env_steps == 50 and algo.lr_scale(progress=0.9) == pytest.approx(0.5)
+    for stage, env_steps, expected in [(0, 0, 1.0), (0, 100, 0.0), (1, 120, 0.6), (2, 175, 0.5), (2, 260, 0.0)]:
+        algo.actor.stage.fill_(stage)
+        algo.env_steps = env_steps
+        assert algo.lr_scale(progress=0.9) == pytest.approx(expected), (stage, env_steps)
+    # Without it GoRL keeps the on-policy rule: gorl.yaml's anneal_lr false is a constant rate.
+    assert make_gorl(anneal_lr=False).lr_scale(progress=0.9) == 1.0
+    # Resume restores the env steps the factor reads.
+    algo.env_steps = 125
+    restored = make_gorl(stage_anneal=True, stage_env_steps=[100, 50])
+    restored.load_state_dict(algo.state_dict())
+    restored.actor.stage.fill_(1)
+    assert restored.lr_scale(progress=0.0) == pytest.approx(0.5)
+
+
 def test_decoder_maps_standard_normal_onto_a_two_mode_mixture():
     torch.manual_seed(1)
     n = 4096

@@ -48,6 +48,10 @@ class GoRLConfig(OnPolicyConfig):
     decoder_lr: float = field(1e-3, gt=0, doc="official 3e-4, over 33x more steps")
     decoder_noise_samples: int = field(8, ge=1, doc="(t, eps) draws per stored chunk in each decoder batch")
     eval_at_switch: bool = field(True, doc="log an evaluation just before and just after each switch")
+    stage_anneal: bool = field(False, doc="decay both learning rates linearly to 0 over each stage, as PPO's anneal_lr "
+                                          "does once over a run; the stage after the last switch decays over the last "
+                                          "listed stage's env steps (the official shares end in two equal stages), "
+                                          "then holds at 0")
 
 
 class GoRL(OnPolicyAlgorithm):
@@ -59,6 +63,7 @@ class GoRL(OnPolicyAlgorithm):
         super().__init__(policy, actor)
         self.decoder_optimizer = self._fresh_decoder_optimizer()
         self.decoder_data: dict[str, torch.Tensor] = {}  # the last switch's stored (obs, u), for resume
+        self.env_steps = 0  # the run's env steps when the last iteration ended (between_iterations), for stage_anneal
 
     @property
     def stage(self) -> int:
@@ -88,6 +93,14 @@ class GoRL(OnPolicyAlgorithm):
         return {"loss": loss + regulariser - cfg.ent_coef * entropy, "approx_kl": approx_kl(log_ratio),
                 "clip_fraction": clip_fraction, "entropy": entropy, "latent_reg": regulariser}
 
+    def lr_scale(self, progress: float) -> float:
+        if not self.cfg.stage_anneal:
+            return super().lr_scale(progress)
+        lengths = self.cfg.stage_env_steps
+        start = sum(lengths[: self.stage])
+        length = lengths[min(self.stage, len(lengths) - 1)]
+        return min(1.0, max(0.0, 1.0 - (self.env_steps - start) / length))
+
     # --- the stage switch ---
     def switch_due(self, env_steps: int) -> bool:
         """Whether the current stage's env steps are spent and a decoder switch follows it."""
@@ -96,6 +109,7 @@ class GoRL(OnPolicyAlgorithm):
 
     def between_iterations(self, env_steps: int, collect: Callable[[], RolloutBuffer],
                            evaluate: Callable[[], dict[str, float]]) -> dict[str, float]:
+        self.env_steps = env_steps
         if not self.switch_due(env_steps):
             return {"stage": float(self.stage)}
         if self.cfg.eval_at_switch:
@@ -154,8 +168,9 @@ class GoRL(OnPolicyAlgorithm):
         return {**super().optimizers(), "decoder": self.decoder_optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "decoder_data": dict(self.decoder_data)}
+        return {**super().state_dict(), "decoder_data": dict(self.decoder_data), "env_steps": self.env_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.decoder_data = dict(state["decoder_data"])
+        self.env_steps = int(state.get("env_steps", 0))

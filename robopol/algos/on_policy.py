@@ -117,7 +117,7 @@ class OnPolicyAlgorithm(Algorithm):
     def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
         """One iteration of minibatch epochs; `progress` in [0, 1) drives learning-rate annealing."""
         cfg = self.cfg
-        scale = 1.0 - progress if cfg.anneal_lr else 1.0
+        scale = self.lr_scale(progress)
         actor_group, critic_group = self.optimizer.param_groups
         actor_group["lr"], critic_group["lr"] = cfg.lr * scale, cfg.critic_lr * scale
         train_actor = self.iteration >= cfg.critic_warmup_iters
@@ -144,6 +144,10 @@ class OnPolicyAlgorithm(Algorithm):
         returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
         out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
         return out
+
+    def lr_scale(self, progress: float) -> float:
+        """The factor on both learning rates for an update at run `progress`: linear decay to 0 with anneal_lr."""
+        return 1.0 - progress if self.cfg.anneal_lr else 1.0
 
     def _minibatch_step(self, batch: dict[str, torch.Tensor], train_actor: bool
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
