@@ -7,6 +7,8 @@ and the decoder-training time of each switch. Writes bench/out/gorl-1m.json and 
     python bench/bench_gorl.py --tasks walker2d_1m --policies gorl --seeds 1 --reuse   # one more entry, beside saved ones
     python bench/bench_gorl.py --tasks hopper_stand_1500k --policies gorl_hopper_stand ppo fpo \
         --seeds 0 --reuse --name gorl-hopper-stand      # DMC hopper-stand (and --seeds 1 in a second process)
+    python bench/bench_gorl.py --policies gorl_stage_anneal --seeds 0 --reuse --name gorl-sa \
+        --include bench/results/gorl-1m.json            # a variant beside the saved entries (seed 1 in a second process)
     python bench/bench_gorl.py --tasks hopper_1m --policies gorl ppo --seeds 0 --name gorl-smoke \\
         --override train.total_env_steps=20480 train.eval_episodes=2 \\
         --gorl-override "policy.algo.stage_env_steps=[8192]" policy.algo.decoder_steps=200   # a smoke run
@@ -40,7 +42,7 @@ from robopol.config import load_run_config  # noqa: E402
 from robopol.runner import train  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
-COLORS = {"gorl": "tab:red", "ppo": "tab:blue", "fpo": "tab:green"}
+COLORS = {"gorl": "tab:red", "gorl_stage_anneal": "tab:purple", "ppo": "tab:blue", "fpo": "tab:green"}
 
 
 def read(path: Path) -> list[dict[str, float]]:
@@ -120,7 +122,7 @@ def plot(entries: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 4 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks):
         for entry in (e for e in entries if e["task"] == task):
-            color = COLORS.get(entry["policy"].split("_")[0], "black")  # gorl_hopper_stand: gorl's
+            color = COLORS.get(entry["policy"], COLORS.get(entry["policy"].split("_")[0], "black"))  # gorl_hopper_stand: gorl's
             label = f"{entry['policy']} seed {entry['seed']}"
             for ax, x in zip(row, ("env_steps", "wall_time")):
                 ax.plot([p[x] for p in entry["curve"]], [p["return"] for p in entry["curve"]], color=color,
@@ -142,11 +144,14 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="read finished runs instead of running them again")
     parser.add_argument("--override", nargs="*", default=[], help="key=value for every entry (smoke runs only)")
     parser.add_argument("--gorl-override", nargs="*", default=[], help="key=value for GoRL entries (smoke runs only)")
+    parser.add_argument("--include", type=Path, nargs="*", default=[],
+                        help="results JSON files (e.g. bench/results/gorl-1m.json) whose entries join the summary and "
+                             "plot: runs whose folders are gone; an entry run here wins over one of the same name")
     parser.add_argument("--name", default="gorl-1m")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     runs = OUT / f"{args.name}-runs"
-    entries = [run(task, policy, seed, args.override + (args.gorl_override if policy == "gorl" else []), runs, args.reuse)
+    entries = [run(task, policy, seed, args.override + (args.gorl_override if policy.startswith("gorl") else []), runs, args.reuse)
                for task in args.tasks for seed in args.seeds for policy in args.policies]
     if args.reuse:  # every other finished entry saved beside these
         done = {(e["task"], e["policy"], e["seed"]) for e in entries}
@@ -154,8 +159,12 @@ def main() -> None:
             task, policy, seed = folder.name.rsplit("-", 2)
             if finished(folder) and (task, policy, int(seed[1:])) not in done:
                 entries.append(run(task, policy, int(seed[1:]), args.override, runs, reuse=True))
-        entries.sort(key=lambda e: (e["task"], e["policy"], e["seed"]))
-    result = {"entries": entries, "summary": summarise(entries), "overrides": args.override,
+    done = {(e["task"], e["policy"], e["seed"]) for e in entries}
+    for path in args.include:
+        entries += [e for e in json.loads(path.read_text())["entries"] if (e["task"], e["policy"], e["seed"]) not in done]
+    entries.sort(key=lambda e: (e["task"], e["policy"], e["seed"]))
+    result = {"entries": entries, "summary": summarise(entries), "included": [str(p) for p in args.include],
+              "overrides": args.override,
               "gorl_overrides": args.gorl_override,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
     (OUT / f"{args.name}.json").write_text(json.dumps(result, indent=2))
