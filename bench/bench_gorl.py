@@ -153,13 +153,13 @@ def main() -> None:
     runs = OUT / f"{args.name}-runs"
     entries = [run(task, policy, seed, args.override + (args.gorl_override if policy.startswith("gorl") else []), runs, args.reuse)
                for task in args.tasks for seed in args.seeds for policy in args.policies]
+    done = {(e["task"], e["policy"], e["seed"]) for e in entries}
     if args.reuse:  # every other finished entry saved beside these
-        done = {(e["task"], e["policy"], e["seed"]) for e in entries}
         for folder in sorted(runs.glob("*-s*")):
             task, policy, seed = folder.name.rsplit("-", 2)
             if finished(folder) and (task, policy, int(seed[1:])) not in done:
                 entries.append(run(task, policy, int(seed[1:]), args.override, runs, reuse=True))
-    done = {(e["task"], e["policy"], e["seed"]) for e in entries}
+                done.add((task, policy, int(seed[1:])))
     for path in args.include:
         entries += [e for e in json.loads(path.read_text())["entries"] if (e["task"], e["policy"], e["seed"]) not in done]
     entries.sort(key=lambda e: (e["task"], e["policy"], e["seed"]))
