@@ -43,9 +43,11 @@ HELD_OUT_SEED_BASE = EVAL_SEED_BASE + 2_000_000  # seeds no in-run evaluation us
 HELD_OUT_EPISODES = 200
 # Few demonstrations so BC starts weak (the issue asks for a start at or below ~0.5 success).
 DEMOS: dict[str, dict[str, Any]] = {"pusht": {"n": 50, "noise": 2.0, "ext": "zarr"},
-                                    "lift": {"n": 10, "noise": 0.15, "ext": "hdf5"},
+                                    "lift": {"n": 5, "noise": 0.15, "ext": "hdf5"},  # 10 gave BC 0.84-0.88
                                     "can": {"n": 30, "noise": 0.05, "ext": "hdf5"}}
 METHODS = {"ogpo": ("ogpo_finetune", "bc_flow"), "dppo": ("dppo_finetune", "bc_diffusion")}
+# Lift's DPPO reference runs from the weak start on OGPO's evaluation cadence; PushT's is the README's DPPO run.
+RECIPE_SUFFIX = {("dppo", "lift"): "_weak"}
 PLUMBING = ["train.video=false", "train.progress=false", "train.threads=1"]
 # --smoke only: tiny budgets, so the whole pipeline runs in minutes on one core.
 SMOKE = {"demos": 2, "held_out": 4,
@@ -82,7 +84,8 @@ def prepare(task: str, smoke: bool) -> None:
 def finetune(task: str, method: str, smoke: bool) -> None:
     recipe, bc = METHODS[method]
     if not (stage_dir(task, method) / "eval.csv").exists():
-        robopol("train", f"task={task}", f"policy={recipe}_{task}", f"train.pretrained={stage_dir(task, bc)}",
+        robopol("train", f"task={task}", f"policy={recipe}_{task}{RECIPE_SUFFIX.get((method, task), '')}",
+                f"train.pretrained={stage_dir(task, bc)}",
                 f"train.run_dir={stage_dir(task, method)}", *PLUMBING, *(SMOKE[method] if smoke else []))
 
 
@@ -101,14 +104,28 @@ def summarise(task: str, method: str, smoke: bool) -> dict[str, Any]:
     start = load_checkpoint(stage_dir(task, METHODS[method][1]))
     start.config.policy.actor = final_ckpt.config.policy.actor  # the BC weights under the fine-tuning sampler
     episodes = SMOKE["held_out"] if smoke else HELD_OUT_EPISODES
-    held = {name: evaluate(load_policy(ckpt), final_ckpt.config.task, final_ckpt.config.policy, episodes,
-                           seed_base=HELD_OUT_SEED_BASE)["success_rate"]
-            for name, ckpt in (("start", start), ("final", final_ckpt))}
+    held = held_out(run, {"start": start, "final": final_ckpt}, episodes)
     return {"env_steps": steps, "wall_time": wall, "iterations": len(train),
             "seconds_per_1k_env_steps": 1000 * wall / steps, "seconds_per_iteration": wall / len(train),
             "gradient_steps": float(last.get("gradient_steps") or 0),
             "curve": [(float(r["env_steps"]), float(r["wall_time"] or 0), float(r["success_rate"])) for r in curve],
             "held_out_episodes": episodes, "held_out": held}
+
+
+def held_out(run: Path, checkpoints: dict[str, Any], episodes: int) -> dict[str, float]:
+    """Success of each checkpoint on the held-out seeds under the fine-tuning run's task and sampler, cached
+    in RUN/held_out.json (keyed by checkpoint path and episodes), so `--methods ogpo` and `--methods dppo`
+    can fill it on separate cores and a later full run only reads it."""
+    cache_path = run / "held_out.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    final = checkpoints["final"]
+    for name, ckpt in checkpoints.items():
+        key = f"{name} {ckpt.path} {episodes}"
+        if key not in cache:
+            cache[key] = evaluate(load_policy(ckpt), final.config.task, final.config.policy, episodes,
+                                  seed_base=HELD_OUT_SEED_BASE)["success_rate"]
+            cache_path.write_text(json.dumps(cache, indent=2))
+    return {name: cache[f"{name} {ckpt.path} {episodes}"] for name, ckpt in checkpoints.items()}
 
 
 def plot(task: str, results: dict[str, dict[str, Any]], path: Path) -> None:
