@@ -117,15 +117,18 @@ def held_out(run: Path, checkpoints: dict[str, Any], episodes: int) -> dict[str,
     in RUN/held_out.json (keyed by checkpoint path and episodes), so `--methods ogpo` and `--methods dppo`
     can fill it on separate cores and a later full run only reads it."""
     cache_path = run / "held_out.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
+    def cached() -> dict[str, float]:
+        return json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
     final = checkpoints["final"]
-    for name, ckpt in checkpoints.items():
+    for name, ckpt in reversed(checkpoints.items()):  # the final first: the start may be filling in elsewhere
         key = f"{name} {ckpt.path} {episodes}"
-        if key not in cache:
-            cache[key] = evaluate(load_policy(ckpt), final.config.task, final.config.policy, episodes,
-                                  seed_base=HELD_OUT_SEED_BASE)["success_rate"]
-            cache_path.write_text(json.dumps(cache, indent=2))
-    return {name: cache[f"{name} {ckpt.path} {episodes}"] for name, ckpt in checkpoints.items()}
+        if key not in cached():
+            success = evaluate(load_policy(ckpt), final.config.task, final.config.policy, episodes,
+                               seed_base=HELD_OUT_SEED_BASE)["success_rate"]
+            cache_path.write_text(json.dumps({**cached(), key: success}, indent=2))
+    return {name: cached()[f"{name} {ckpt.path} {episodes}"] for name, ckpt in checkpoints.items()}
 
 
 def plot(task: str, results: dict[str, dict[str, Any]], path: Path) -> None:
