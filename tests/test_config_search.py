@@ -116,7 +116,7 @@ def test_list_shows_each_name_with_its_file_and_what_it_shadows(project, tmp_pat
     assert f"ppo {ppo} (shadows {shipped / 'policies' / 'ppo.yaml'})" in words
     assert f"sim_inverted_pendulum {shipped / 'hardware' / 'sim_inverted_pendulum.yaml'}" in words
     # names padded to the longest, so every file starts in one column
-    file_columns = {len(row) - len(row[2 + len(row[2:].split(" ", 1)[0]):].lstrip(" ")) for row in rows}
+    file_columns = {row.index(row.split()[1]) for row in rows}
     assert len(file_columns) == 1, file_columns
     assert main(["list", "sim"]) == 0
     assert capsys.readouterr().out == f"sim:\n  default  {shipped / 'sim' / 'default.yaml'}\n"
