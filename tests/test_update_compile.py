@@ -4,6 +4,8 @@ and its updates match the eager ones — metrics, weights and Adam's state — i
 warm-up, where the frozen actor's weights and moments must not move. The rollout step (observation
 statistics, normalising, acting, valuing) is compiled as one call too and must see what eager sees."""
 
+import copy
+
 import pytest
 import torch
 
@@ -88,3 +90,70 @@ def test_the_inductor_build_updates_as_eager_does(tmp_path):
         assert e.keys() == c.keys()
         for key in e:
             assert c[key] == pytest.approx(e[key], rel=1e-3, abs=1e-5), key
+
+
+def test_compiled_adam_steps_as_torch_adam_with_uneven_step_counts(aot_eager):
+    """Adam's bias corrections are per parameter in the compiled step: parameters Adam has stepped a
+    different number of times (here 0, 2 and 3) must each get torch Adam's update, weights, moments and
+    step counts alike; the frozen actor (train_actor=False) keeps all three."""
+    from torch import nn
+
+    from robopol.algos.compiled_step import CompiledStep
+
+    torch.manual_seed(0)
+    actor, critic = nn.Linear(3, 2), nn.Linear(3, 1)
+
+    optimizer = torch.optim.Adam([{"params": list(actor.parameters()), "lr": 1e-2},
+                                  {"params": list(critic.parameters()), "lr": 3e-2}], eps=1e-5)
+    for stepped in ([critic.weight, critic.bias, actor.weight], [critic.weight, critic.bias], [critic.weight]):
+        for p in actor.parameters():
+            p.grad = None
+        for p in critic.parameters():
+            p.grad = None
+        for p in stepped:  # only these get a gradient, so Adam steps only these
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+    counts = [float(optimizer.state[p]["step"]) if p in optimizer.state else 0.0
+              for p in (*actor.parameters(), *critic.parameters())]
+    assert counts == [1.0, 0.0, 3.0, 2.0]  # actor weight, actor bias, critic weight, critic bias
+
+    def clone() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+        a, c = copy.deepcopy(actor), copy.deepcopy(critic)
+        opt = torch.optim.Adam([{"params": list(a.parameters()), "lr": 1e-2},
+                                {"params": list(c.parameters()), "lr": 3e-2}], eps=1e-5)
+        mapping = dict(zip((*actor.parameters(), *critic.parameters()), (*a.parameters(), *c.parameters())))
+        for p, state in optimizer.state.items():
+            opt.state[mapping[p]] = {k: v.clone() for k, v in state.items()}
+        return a, c, opt
+
+    batch = {"x": torch.randn(16, 3), "y": torch.randn(16)}
+    for train_actor in (True, False):
+        a_eager, c_eager, opt_eager = clone()
+        a_comp, c_comp, opt_comp = clone()
+        total = (c_eager(batch["x"]).squeeze(1) - batch["y"]).pow(2).mean()
+        if train_actor:
+            total = total + a_eager(batch["x"]).pow(2).mean()
+        total.backward()
+        nn.utils.clip_grad_norm_([p for p in (*a_eager.parameters(), *c_eager.parameters()) if p.grad is not None], 0.5)
+        opt_eager.step()
+
+        def comp_loss(b: dict[str, torch.Tensor], t: bool):
+            value = (c_comp(b["x"]).squeeze(1) - b["y"]).pow(2).mean()
+            policy = {"loss": a_comp(b["x"]).pow(2).mean()} if t else {}
+            return value + policy.get("loss", 0.0), value, policy
+
+        torch._dynamo.reset()
+        step = CompiledStep({"actor": a_comp, "critic": c_comp}, comp_loss, opt_comp, max_grad_norm=0.5)
+        step.begin()
+        step.step(batch, train_actor)
+        step.end()
+        for e, c in zip((*a_eager.parameters(), *c_eager.parameters()), (*a_comp.parameters(), *c_comp.parameters())):
+            torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
+            if e in opt_eager.state:
+                assert float(opt_comp.state[c]["step"]) == float(opt_eager.state[e]["step"])
+                for key in ("exp_avg", "exp_avg_sq"):
+                    torch.testing.assert_close(opt_comp.state[c][key], opt_eager.state[e][key], rtol=1e-5, atol=1e-9)
+            else:
+                assert c not in opt_comp.state
+        moved = [not torch.equal(e, p) for e, p in zip(a_eager.parameters(), actor.parameters())]
+        assert moved == [train_actor, train_actor]  # the frozen actor did not move
