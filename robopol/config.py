@@ -43,6 +43,9 @@ class SimConfig:
     num_envs: int = field(8, ge=1)
     vectorization: str = field("sync", choices=("sync", "async"), doc="Gymnasium backends; EnvPool steps in its own threads")
     envpool_threads: int = field(0, ge=0, doc="EnvPool worker threads (task.backend=envpool); 0 lets EnvPool choose")
+    cpu: int = field(-1, ge=-1, doc="pin the learner thread and EnvPool's workers to this core (the next ones for "
+                                    "more workers; + LOCAL_RANK under torchrun); -1: no pinning "
+                                    "(robopol.core_pinning says why one core is faster)")
     normalize_obs: bool = field(True, doc="running mean/std of observations, saved in the checkpoint; false: no "
                                           "statistics (a pretrained run's stay as loaded) and no clip, as SB3 "
                                           "without VecNormalize")
@@ -172,6 +175,9 @@ class RunConfig:
                 if getattr(self.policy, key) != 1:
                     raise ConfigError(f"policy.{key}: {getattr(self.policy, key)}; tensor tasks (task.backend=tensor) "
                                       "observe and act one step at a time: allowed 1")
+        if self.sim.cpu >= 0 and self.train.threads != 1:  # torch's threads would inherit the one core
+            raise ConfigError(f"train.threads: {self.train.threads} with sim.cpu: {self.sim.cpu}; a run pinned to one "
+                              "core trains on one thread: allowed 1, or sim.cpu=-1")
 
 
 def _is_gym_id(name: str) -> bool:

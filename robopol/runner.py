@@ -31,6 +31,7 @@ from robopol import distributed
 from robopol.algos.base import algorithm_class
 from robopol.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from robopol.config import RunConfig
+from robopol.core_pinning import pinned_learner
 from robopol.data.normalizer import Normalizer
 from robopol.device import cpu_side, on_device, resolve_device
 from robopol.errors import CheckpointError, ConfigError
@@ -266,7 +267,8 @@ def train(cfg: RunConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, 
             if distributed.is_main():
                 for stale in ("train.csv", "eval.csv", "offline.csv"):
                     (run_dir / stale).unlink(missing_ok=True)
-            return run_dir, Runner(cfg, run_dir).run()
+            with pinned_learner(cfg.sim.cpu):
+                return run_dir, Runner(cfg, run_dir).run()
 
 
 def resume(run_dir: Path, total_env_steps: int | None = None) -> tuple[Path, dict[str, float]]:
@@ -290,4 +292,5 @@ def _resume(ckpt: Checkpoint, run_dir: Path, total_env_steps: int | None) -> tup
         ckpt.config.train.total_env_steps = total_env_steps
     if distributed.is_main():
         preflight_run(ckpt.config, run_dir)
-    return run_dir, Runner(ckpt.config, run_dir, resume=ckpt).run()
+    with pinned_learner(ckpt.config.sim.cpu):
+        return run_dir, Runner(ckpt.config, run_dir, resume=ckpt).run()

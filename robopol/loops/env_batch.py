@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from robopol.config import RunConfig
+from robopol.core_pinning import learner_core
 from robopol.device import to_learner
 from robopol.sim.factory import make_tensor_env, make_vec_env
 from robopol.sim.tensor_env import TensorVecEnv
@@ -130,8 +131,10 @@ def make_env_batch(cfg: RunConfig, device: torch.device | str = "cpu") -> EnvBat
 
 
 def _vector(cfg: RunConfig) -> Any:
-    """The run's chunked vector env (Gymnasium's, or EnvPoolVectorEnv for task.backend=envpool)."""
-    return make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads)
+    """The run's chunked vector env (Gymnasium's, or EnvPoolVectorEnv for task.backend=envpool, its workers
+    on the learner's core under sim.cpu)."""
+    return make_vec_env(cfg.task, cfg.policy, cfg.sim.num_envs, cfg.sim.vectorization, cfg.sim.envpool_threads,
+                        learner_core(cfg.sim.cpu))
 
 
 def successes(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:

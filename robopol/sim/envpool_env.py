@@ -59,13 +59,15 @@ def check_task(env_id: str, config: dict[str, Any]) -> None:
                           f"allowed: {', '.join(allowed)}")
 
 
-def make_pool(env_id: str, config: dict[str, Any], seeds: Sequence[int], threads: int = 0) -> Any:
-    """An EnvPool of len(seeds) envs, env i seeded with seeds[i] (EnvPool's env_seed)."""
+def make_pool(env_id: str, config: dict[str, Any], seeds: Sequence[int], threads: int = 0,
+              core: int | None = None) -> Any:
+    """An EnvPool of len(seeds) envs, env i seeded with seeds[i] (EnvPool's env_seed); its worker threads
+    pinned to `core` onwards, or unpinned for None."""
     import envpool
 
     check_task(env_id, config)
     pool = envpool.make_gymnasium(env_id, num_envs=len(seeds), env_seed=[int(s) for s in seeds],
-                                  num_threads=threads, **config)
+                                  num_threads=threads, thread_affinity_offset=-1 if core is None else core, **config)
     # EnvPool 1.2.5 cannot build the space of an unbounded scalar observation under numpy 1.x (walker's
     # `height`: int(1.8e308) reaches np.isclose) and fails on the first reset; the pool caches its space
     # in this attribute, so robopol gives it one built from the same specs first.
@@ -161,16 +163,17 @@ class EnvPoolVectorEnv(VectorEnv):
 
     A chunk stops early for an env whose episode ends, as robopol's ActionChunk wrapper does: only the
     envs still running are stepped. `reset(seed=s)` seeds env i with s + i (a list gives each its own
-    seed), as Gymnasium's vector envs do; `threads` is EnvPool's worker count (0: EnvPool chooses)."""
+    seed), as Gymnasium's vector envs do; `threads` is EnvPool's worker count (0: EnvPool chooses), pinned
+    to `core` onwards when given (robopol.core_pinning)."""
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, env_id: str, config: dict[str, Any], num_envs: int, n_obs_steps: int = 1,
-                 n_action_steps: int = 1, threads: int = 0) -> None:
-        self.env_id, self.config, self.threads = env_id, dict(config), threads
+                 n_action_steps: int = 1, threads: int = 0, core: int | None = None) -> None:
+        self.env_id, self.config, self.threads, self.core = env_id, dict(config), threads, core
         self.num_envs, self.n_action_steps = num_envs, n_action_steps
         seeds = np.random.default_rng().integers(0, 2**31 - 1, num_envs)
-        self.pool = make_pool(env_id, self.config, seeds, threads)
+        self.pool = make_pool(env_id, self.config, seeds, threads, core)
         obs, act = flat_box(self.pool.observation_space), action_box(self.pool.action_space)
         self.single_observation_space = gym.spaces.Box(np.repeat(obs.low[None], n_obs_steps, 0).astype(np.float32),
                                                        np.repeat(obs.high[None], n_obs_steps, 0).astype(np.float32),
@@ -189,7 +192,7 @@ class EnvPoolVectorEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset: {len(seeds)} seeds for {self.num_envs} envs")
             self.pool.close()
-            self.pool = make_pool(self.env_id, self.config, seeds, self.threads)
+            self.pool = make_pool(self.env_id, self.config, seeds, self.threads, self.core)
         obs, _ = self.pool.reset()
         self.frames[:] = flatten(obs)[:, None]
         return self.frames.copy(), {}

@@ -105,13 +105,14 @@ def make_env(task: TaskConfig, policy: PolicyConfig, render_mode: str | None = N
 
 
 def make_vec_env(task: TaskConfig, policy: PolicyConfig, num_envs: int, vectorization: str = "sync",
-                 envpool_threads: int = 0) -> VectorEnv:
-    """Gymnasium's sync or async vector over make_env; an EnvPool task is one batched pool instead."""
+                 envpool_threads: int = 0, core: int | None = None) -> VectorEnv:
+    """Gymnasium's sync or async vector over make_env; an EnvPool task is one batched pool instead, its
+    workers pinned to `core` onwards when given."""
     if task.backend == "envpool":
         from robopol.sim.envpool_env import EnvPoolVectorEnv
 
         return EnvPoolVectorEnv(task.env_id, envpool_config(task), num_envs, policy.n_obs_steps,
-                                policy.n_action_steps, envpool_threads)
+                                policy.n_action_steps, envpool_threads, core)
     fns = [partial(make_env, task, policy) for _ in range(num_envs)]
     if vectorization == "async":
         return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="fork")
