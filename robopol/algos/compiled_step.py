@@ -8,7 +8,7 @@ one flat vector, then the clip and Adam on that vector — lets Inductor fuse th
 few C++ loops around the matrix products, and leaves one guarded call per minibatch (0.31 ms against 1.11).
 
 The networks and the torch Adam stay the source of truth: `begin` gathers the parameters and Adam's
-state (exp_avg, exp_avg_sq; step per parameter) into flat tensors, `end` writes them back, so checkpoints, resume and
+state (exp_avg, exp_avg_sq, step) into flat tensors, `end` writes them back, so checkpoints, resume and
 the eager path see the same optimiser either way. The Adam here is torch's (bias-corrected, eps outside
 the square root); a parameter that gets no gradient (the actor during critic warm-up) keeps its weights,
 moments and step count, as torch's Adam skips a parameter whose .grad is None."""
@@ -56,12 +56,8 @@ class CompiledStep:
         self.params = [p for group in groups for p in group["params"]]
         self.names = [names[id(p)] for p in self.params]
         self.sizes = [p.numel() for p in self.params]
-        device = self.params[0].device
-        # Adam's step counts and bias corrections are per parameter (a few pow calls, not one per weight);
-        # `owner` maps each element of the flat vector to its parameter.
-        self.actor_mask = torch.tensor([float(i < len(groups[0]["params"])) for i in range(len(self.params))], device=device)
-        self.owner = torch.repeat_interleave(torch.arange(len(self.params), device=device),
-                                             torch.tensor(self.sizes, device=device))
+        device, total = self.params[0].device, sum(self.sizes)
+        self.actor_mask = (torch.arange(total, device=device) < sum(p.numel() for p in groups[0]["params"])).float()
         self.hyper = torch.tensor([*groups[0]["betas"], groups[0]["eps"], max_grad_norm], device=device)
         self.flat: dict[str, torch.Tensor] = {}
         # A dynamo cache entry per (train_actor, batch shapes): two graphs in a run.
@@ -69,38 +65,39 @@ class CompiledStep:
 
     # ---- around an update ----
     def begin(self) -> None:
-        """Gather the parameters and Adam's moments into flat tensors, and Adam's step counts (zero where
-        Adam has not stepped a parameter yet) and learning rates into one entry per parameter."""
+        """Gather the parameters, Adam's moments and step counts (zeros where Adam has not stepped a
+        parameter yet), beta ** step for its bias corrections and each group's learning rate into flat tensors."""
         state, params = self.optimizer.state, [p.detach() for p in self.params]
         lrs = [group["lr"] for group in self.optimizer.param_groups for _ in group["params"]]
 
         def adam(key: str) -> list[torch.Tensor]:
             return [state[p][key] if p in state else torch.zeros_like(d) for p, d in zip(self.params, params)]
 
-        device = params[0].device
         self.flat = {"param": _flat(params), "exp_avg": _flat(adam("exp_avg")), "exp_avg_sq": _flat(adam("exp_avg_sq")),
-                     "step": torch.tensor([float(state[p]["step"]) if p in state else 0.0 for p in self.params], device=device),
-                     "lr": torch.tensor(lrs, device=device)}
-        # beta ** step, carried forward by multiplication: Inductor inlines these per-parameter values into
-        # the per-weight loop, where a pow per weight was a fifth of the step.
+                     "step": _flat([torch.full_like(d, float(state[p]["step"]) if p in state else 0.0)
+                                    for p, d in zip(self.params, params)]),
+                     "lr": _flat([torch.full_like(d, lr) for d, lr in zip(params, lrs)])}
+        # beta1 ** step and beta2 ** step per weight, carried forward by a multiply in the step: a pow per
+        # weight per step was a fifth of the compiled step's time.
         beta1, beta2 = self.optimizer.param_groups[0]["betas"]
-        self.flat["powers"] = torch.stack([beta1 ** self.flat["step"].double(), beta2 ** self.flat["step"].double()]).float()
+        step = self.flat["step"].double()
+        self.flat["powers"] = torch.stack([beta1 ** step, beta2 ** step]).float()
 
     def step(self, batch: dict[str, torch.Tensor], train_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One minibatch: the loss's gradient, averaged over ranks, clipped, then one Adam step; returns
         the value loss and the policy terms (none while the actor is frozen)."""
         f = self.flat
         return self._compiled(f["param"], f["exp_avg"], f["exp_avg_sq"], f["step"], f["powers"], f["lr"],
-                              self.actor_mask, self.owner, self.hyper, batch, train_actor)
+                              self.actor_mask, self.hyper, batch, train_actor)
 
     def end(self) -> None:
         """Write the weights and Adam's state back into the networks and the optimiser."""
         f, state = self.flat, self.optimizer.state
         offset = 0
         with torch.no_grad():
-            for i, (p, n) in enumerate(zip(self.params, self.sizes)):
+            for p, n in zip(self.params, self.sizes):
                 p.copy_(f["param"][offset: offset + n].view_as(p))
-                steps = float(f["step"][i])
+                steps = float(f["step"][offset])
                 if steps:
                     state[p] = {"step": torch.tensor(steps, dtype=torch.float32, device=p.device),
                                 "exp_avg": f["exp_avg"][offset: offset + n].view_as(p).clone(),
@@ -115,10 +112,8 @@ class CompiledStep:
         return torch.func.functional_call(self.root, dict(zip(self.names, views)), (batch, train_actor))
 
     def _step(self, param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: torch.Tensor,
-              powers: torch.Tensor, lr: torch.Tensor, actor_mask: torch.Tensor, owner: torch.Tensor, hyper: torch.Tensor,
+              powers: torch.Tensor, lr: torch.Tensor, actor_mask: torch.Tensor, hyper: torch.Tensor,
               batch: dict[str, torch.Tensor], train_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`step`, `lr`, `actor_mask` and each row of `powers` (beta1 ** step, beta2 ** step) hold one entry
-        per parameter; `owner` maps each weight to its parameter; the rest are flat over all weights."""
         grad, (value_loss, policy) = torch.func.grad(self._loss, has_aux=True)(param, batch, train_actor)
         if distributed.active():
             _average(grad)
@@ -126,14 +121,12 @@ class CompiledStep:
         grad = grad * (max_norm / (torch.linalg.vector_norm(grad) + 1e-6)).clamp(max=1.0)  # clip_grad_norm_
         trained = torch.ones_like(actor_mask) if train_actor else 1.0 - actor_mask
         new_step = step + trained
-        new_powers = torch.where(trained > 0, powers * torch.stack([beta1, beta2])[:, None], powers)
-        step_size = (lr / (1 - new_powers[0]))[owner]
-        bias2_sqrt = (1 - new_powers[1]).sqrt()[owner]
+        keep = trained == 0
+        new_powers = torch.where(keep, powers, powers * torch.stack([beta1, beta2])[:, None])  # beta ** new_step
         new_avg = torch.lerp(exp_avg, grad, 1 - beta1)
         new_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
-        denom = new_avg_sq.sqrt() / bias2_sqrt + eps
-        new_param = param - step_size * new_avg / denom
-        keep = trained[owner] == 0
+        denom = new_avg_sq.sqrt() / (1 - new_powers[1]).sqrt() + eps
+        new_param = param - lr / (1 - new_powers[0]) * new_avg / denom
         param.copy_(torch.where(keep, param, new_param))
         exp_avg.copy_(torch.where(keep, exp_avg, new_avg))
         exp_avg_sq.copy_(torch.where(keep, exp_avg_sq, new_avg_sq))
