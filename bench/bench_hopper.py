@@ -133,19 +133,31 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> tuple[float, float]:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def interleaved_throughput(rounds: int) -> dict:
-    """Env steps/s of each entry, alternating short runs so a busy machine slows them all alike."""
+def interleaved_throughput(rounds: int, names: list[str]) -> dict:
+    """Env steps/s of each entry in `names`, alternating short runs so a busy machine slows them all alike."""
     extra = throughput_overrides()
-    entries = {"sb3-ppo": lambda: run_sb3(extra)}
-    entries.update({name: (lambda name=name: run_robopol(name, extra)) for name in ROBOPOL})
+    entries = {name: (lambda: run_sb3(extra)) if name == "sb3-ppo" else (lambda name=name: run_robopol(name, extra))
+               for name in names}
     rates: dict[str, list[float]] = {name: [] for name in entries}
+    steady: dict[str, list[float]] = {name: [] for name in entries if name != "sb3-ppo"}  # after 3 iterations
+    sim: dict[str, list[float]] = {name: [] for name in steady}
     for _ in range(rounds):
         for name, run in entries.items():
-            rates[name].append(run()["steps_per_second"])
-            print(name, f"{rates[name][-1]:.0f} steps/s", flush=True)
+            result = run()
+            rates[name].append(result["steps_per_second"])
+            if name in steady:
+                steady[name].append(result["steady_steps_per_second"])
+                sim[name].append(result["sim_fraction"])
+            print(name, f"{rates[name][-1]:.0f} steps/s", f"(after 3 iterations {steady[name][-1]:.0f})" if name in steady
+                  else "", flush=True)
     median = {name: float(np.median(r)) for name, r in rates.items()}
+    median_steady = {name: float(np.median(r)) for name, r in steady.items()}
     return {"rounds": rounds, "settings": list(extra), "steps_per_second": rates, "median": median,
-            "ratios": ratios({name: {"steps_per_second": rate} for name, rate in median.items()})}
+            "steady_steps_per_second": steady, "median_steady": median_steady,
+            "sim_fraction": sim, "median_sim_fraction": {name: float(np.median(f)) for name, f in sim.items()},
+            "ratios": ratios({name: {"steps_per_second": rate} for name, rate in median.items()}),
+            "steady_ratios": ratios({name: {"steps_per_second": rate}
+                                     for name, rate in {**median, **median_steady}.items()})}
 
 
 def ratios(by_name: dict[str, dict]) -> dict[str, float]:
@@ -198,7 +210,7 @@ def run_sb3(extra: tuple[str, ...] = ()) -> dict:
                 clock["next"] += every
             return True
 
-    model.learn(total_timesteps=steps, callback=Evaluate())
+    model.learn(total_timesteps=steps, callback=Evaluate())  # unpinned: SB3's own setup (sim.cpu is robopol's)
     wall = time.perf_counter() - clock["start"]
     if (not curve or curve[-1]["env_steps"] < model.num_timesteps):
         t = time.perf_counter()
@@ -240,7 +252,7 @@ def main() -> None:
     machine = {"node": platform.node(), "processor": platform.processor(), "cores": os.cpu_count(),
                "load_average_at_start": os.getloadavg()}
     if args.throughput_rounds:
-        report = interleaved_throughput(args.throughput_rounds)
+        report = interleaved_throughput(args.throughput_rounds, args.only.split(","))
         report["machine"] = machine
         (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
