@@ -78,7 +78,7 @@ def test_critic_warmup_leaves_the_actor_untouched():
         with torch.no_grad():
             actions, extras = algo.act(obs)
         buf.add(obs, actions, torch.randn(2), torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool),
-                torch.zeros(2), torch.zeros(2), 0.99, **extras)
+                torch.zeros(2), **extras)
     buf.compute_gae(torch.zeros(2), 0.99, 0.95)
     before = [p.clone() for p in algo.actor.parameters()]
     critic_before = [p.clone() for p in algo.critic.parameters()]

@@ -96,7 +96,7 @@ def _compiled_steps(rank: int, xs: torch.Tensor, ys: torch.Tensor) -> list[torch
         snapshots = []
         for x, y in zip(xs, ys):
             step.begin()
-            step.step({"x": x[rank * 4:(rank + 1) * 4], "y": y[rank * 4:(rank + 1) * 4]}, True)
+            step.steps({"x": x[None, rank * 4:(rank + 1) * 4], "y": y[None, rank * 4:(rank + 1) * 4]}, True)
             step.end()
             flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
             gathered = [torch.empty_like(flat) for _ in range(2)]

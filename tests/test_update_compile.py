@@ -20,21 +20,23 @@ def aot_eager(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
 
 
-def first_updates(tmp_path, policy: str, compile: bool) -> tuple[list[dict[str, float]], Runner]:
+def first_updates(tmp_path, policy: str, compile: bool, unroll: int = 1) -> tuple[list[dict[str, float]], Runner]:
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     cfg = load_run_config(["task=point_mass", f"policy={policy}", "sim.num_envs=8", "train.rollout_steps=16",
                            "policy.actor.hidden=[16]", "policy.critic.hidden=[16]", "policy.algo.update_epochs=2",
                            "policy.algo.minibatch_size=32", "policy.algo.critic_warmup_iters=1",
-                           f"policy.algo.compile={str(compile).lower()}", "train.video=false", "train.progress=false"])
+                           f"policy.algo.compile={str(compile).lower()}", f"policy.algo.compile_unroll={unroll}",
+                           "train.video=false", "train.progress=false"])
     runner = Runner(cfg, tmp_path / str(compile))
     return [runner.loop.iterate(i / 4)[1] for i in range(2)], runner
 
 
-@pytest.mark.parametrize("policy", ["ppo", "fpo", "dppo", "gorl"])
-def test_compiled_minibatch_loss_updates_as_eager_does(policy, tmp_path, aot_eager):
+@pytest.mark.parametrize("policy, unroll", [("ppo", 1), ("fpo", 1), ("dppo", 1), ("gorl", 1), ("ppo", 3), ("dppo", 3)])
+def test_compiled_minibatch_loss_updates_as_eager_does(policy, unroll, tmp_path, aot_eager):
+    """unroll 3 over an epoch's 4 minibatches: a group of 3 steps in one graph, then one alone."""
     eager, eager_run = first_updates(tmp_path, policy, False)
-    compiled, compiled_run = first_updates(tmp_path, policy, True)
+    compiled, compiled_run = first_updates(tmp_path, policy, True, unroll)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # warm-up and actor graphs were captured
     assert "approx_kl" not in eager[0] and "approx_kl" in eager[1]  # the critic warmed up first
     for e, c in zip(eager, compiled):
@@ -145,7 +147,7 @@ def test_compiled_adam_steps_as_torch_adam_with_uneven_step_counts(aot_eager):
         torch._dynamo.reset()
         step = CompiledStep({"actor": a_comp, "critic": c_comp}, comp_loss, opt_comp, max_grad_norm=0.5)
         step.begin()
-        step.step(batch, train_actor)
+        step.steps({key: v[None] for key, v in batch.items()}, train_actor)
         step.end()
         for e, c in zip((*a_eager.parameters(), *c_eager.parameters()), (*a_comp.parameters(), *c_comp.parameters())):
             torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
@@ -157,3 +159,10 @@ def test_compiled_adam_steps_as_torch_adam_with_uneven_step_counts(aot_eager):
                 assert c not in opt_comp.state
         moved = [not torch.equal(e, p) for e, p in zip(a_eager.parameters(), actor.parameters())]
         assert moved == [train_actor, train_actor]  # the frozen actor did not move
+
+
+def test_unrolling_needs_the_compiled_step():
+    from robopol.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy.algo.compile_unroll: 4 .*policy.algo.compile=true"):
+        load_run_config(["policy=ppo", "policy.algo.compile_unroll=4"])

@@ -33,6 +33,7 @@ class DPPOConfig(OnPolicyConfig):
     logprob_max: float = field(2.0, doc="before the mean over executed actions (DPPO's normalisation)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.logprob_min < self.logprob_max:
             raise ConfigError(f"policy.algo.logprob_min: {self.logprob_min} must be below logprob_max={self.logprob_max}")
 

@@ -17,6 +17,7 @@ from torch import nn
 from robopol import distributed
 from robopol.algos.base import Algorithm
 from robopol.algos.compiled_step import CompiledStep
+from robopol.errors import ConfigError
 from robopol.config import AlgoConfig, PolicyConfig
 from robopol.critics import ValueCritic
 from robopol.data.rollout import RolloutBuffer
@@ -43,6 +44,14 @@ class OnPolicyConfig(AlgoConfig):
     compile: bool = field(False, doc="run each minibatch step (loss, gradient, clip, Adam) as one torch.compile'd "
                                      "function (robopol.algos.compiled_step): ~4x faster 64x64 PPO steps on a CPU after "
                                      "a compile of 10-30 s; fused kernels round differently, so runs differ from eager ones")
+    compile_unroll: int = field(1, ge=1, doc="with compile: minibatch steps per compiled call, unrolled in one graph, so "
+                                             "a call's fixed cost (guards, wrapper) is paid once per that many steps; "
+                                             "the same steps in the same order, a longer first compile")
+
+    def __post_init__(self) -> None:
+        if self.compile_unroll > 1 and not self.compile:
+            raise ConfigError(f"policy.algo.compile_unroll: {self.compile_unroll} unrolls compiled steps; "
+                              "set policy.algo.compile=true, or compile_unroll=1")
 
 
 def clipped_losses(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
@@ -127,20 +136,20 @@ class OnPolicyAlgorithm(Algorithm):
         try:
             for _ in range(cfg.update_epochs):
                 epoch_kl = []
-                for batch in buffer.minibatches(cfg.minibatch_size):
-                    value_loss, policy = self._minibatch_step(batch, train_actor)
-                    for key, value in policy.items():
-                        stats[f"policy_{key}" if key == "loss" else key].append(value.detach())
+                for batches in buffer.minibatch_groups(cfg.minibatch_size, cfg.compile_unroll):
+                    value_losses, policy = self._minibatch_steps(batches, train_actor)
+                    for key, values in policy.items():
+                        stats[f"policy_{key}" if key == "loss" else key].append(values.detach())
                     if policy:
                         epoch_kl.append(policy["approx_kl"].detach())
-                    stats["value_loss"].append(value_loss.detach())
-                if cfg.target_kl and epoch_kl and distributed.mean_over_ranks(torch.stack(epoch_kl).mean()) > cfg.target_kl:
+                    stats["value_loss"].append(value_losses.detach())
+                if cfg.target_kl and epoch_kl and distributed.mean_over_ranks(torch.cat(epoch_kl).mean()) > cfg.target_kl:
                     break  # every rank stops after the same epoch
         finally:
             if self.compiled:
                 self.compiled.end()
         self.iteration += 1
-        out = {key: torch.stack(values).mean().item() for key, values in stats.items()}
+        out = {key: torch.cat(values).mean().item() for key, values in stats.items()}
         returns, values = buffer.returns[: buffer.pos].flatten(), buffer.values[: buffer.pos].flatten()
         out["explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
         return out
@@ -149,11 +158,19 @@ class OnPolicyAlgorithm(Algorithm):
         """The factor on both learning rates for an update at run `progress`: linear decay to 0 with anneal_lr."""
         return 1.0 - progress if self.cfg.anneal_lr else 1.0
 
+    def _minibatch_steps(self, batches: dict[str, torch.Tensor], train_actor: bool
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One gradient step per minibatch of a group (leading dimension); value losses and policy terms, one
+        per minibatch."""
+        if self.compiled:
+            return self.compiled.steps(batches, train_actor)
+        steps = [self._minibatch_step({k: v[i] for k, v in batches.items()}, train_actor)
+                 for i in range(len(batches["obs"]))]
+        return torch.stack([s[0] for s in steps]), {k: torch.stack([s[1][k] for s in steps]) for k in steps[0][1]}
+
     def _minibatch_step(self, batch: dict[str, torch.Tensor], train_actor: bool
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One gradient step on a minibatch; its value loss and policy terms."""
-        if self.compiled:
-            return self.compiled.step(batch, train_actor)
+        """One eager gradient step on a minibatch; its value loss and policy terms."""
         loss, value_loss, policy = self._minibatch_loss(batch, train_actor)
         for p in self.parameters:  # optimizer.zero_grad(set_to_none=True) without its profiling wrapper
             p.grad = None

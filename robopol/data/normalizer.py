@@ -179,6 +179,12 @@ class RewardScaler:
         self.returns[done] = 0.0
         return np.clip(reward / np.sqrt(self.var + self.eps), -self.clip, self.clip)
 
+    def scale_rollout(self, rewards: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+        """A rollout's rewards (steps, num_envs) scaled step by step, as calls step by step would: the
+        on-policy loop scales once per rollout, on numpy rows, rather than converting tensors every step."""
+        r, done = rewards.cpu().numpy(), ended.cpu().numpy()
+        return torch.from_numpy(np.stack([self(r[t], done[t]) for t in range(len(r))])).to(rewards.device)
+
     @property
     def std(self) -> float:
         """The current divisor: sqrt of the running variance of the discounted return."""

@@ -23,6 +23,9 @@ from robopol.sim.tensor_env import TensorVecEnv
 
 
 class EnvStep(NamedTuple):
+    """One vector step. Its tensors are the loop's to keep (the rollout buffer queues them until the end of
+    the rollout): no env may write into them later."""
+
     obs: torch.Tensor  # where an episode ended, the first observation of the next one (SAME_STEP reset)
     reward: torch.Tensor
     terminated: torch.Tensor
@@ -109,8 +112,9 @@ class TensorBatch:
     def step(self, actions: torch.Tensor) -> EnvStep:
         out = self.env.step(actions[:, 0].to(self.env.device))
         to = self.device
-        return EnvStep(self._observations(out.obs), out.reward.to(to, torch.float64), out.terminated.to(to),
-                       out.truncated.to(to), self._observations(out.final_obs), self.no_success, self.env.num_envs)
+        return EnvStep(self._observations(out.obs), out.reward.to(to, torch.float64, copy=True),
+                       out.terminated.to(to, copy=True), out.truncated.to(to, copy=True),
+                       self._observations(out.final_obs), self.no_success, self.env.num_envs)
 
     def _observations(self, obs: torch.Tensor) -> torch.Tensor:
         """(N, 1, obs_dim) float32 copies: a simulator may overwrite its observation buffer in place."""

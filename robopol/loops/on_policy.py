@@ -45,18 +45,13 @@ class OnPolicyLoop(OnlineLoop):
             if folded is not None:
                 norm.commit(self.obs, folded)
             step = self.execute(env_actions)
-            final_values = torch.zeros(len(step.reward))
+            self.buffer.add(obs_n, actions, step.reward, step.terminated, step.truncated, values, **extras)
             if step.truncated.any():
                 idx = step.truncated.nonzero().squeeze(1)
-                final_values[idx] = algo.value(norm.normalize_obs(step.final_obs[idx]))
-            reward = step.reward
-            if self.reward_scaler:  # numpy views of the CPU tensors: no copies
-                ended = (step.terminated | step.truncated).cpu().numpy()
-                reward = torch.from_numpy(self.reward_scaler(reward.cpu().numpy(), ended)).to(step.reward.device)
-            self.buffer.add(obs_n, actions, reward.float(), step.terminated, step.truncated, values, final_values, gamma,
-                            **extras)
+                self.buffer.bootstrap(idx, algo.value(norm.normalize_obs(step.final_obs[idx])))
         last_values = algo.value(norm.normalize_obs(self.obs))
-        self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda)
+        self.buffer.compute_gae(last_values, gamma, algo.cfg.gae_lambda,
+                                self.reward_scaler.scale_rollout if self.reward_scaler else None)
         self.merge_statistics(self.reward_scaler)
         return self.buffer
 
