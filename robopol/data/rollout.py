@@ -6,8 +6,21 @@ denoising chains, FPO's (t, eps, loss) triples) by declaring their shapes up fro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import NamedTuple
 
 import torch
+
+
+class QueuedStep(NamedTuple):
+    """One chunk step of every env as `add` received it (raw rewards)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    values: torch.Tensor
+    extras: dict[str, torch.Tensor]
 
 
 class RolloutBuffer:
@@ -24,7 +37,7 @@ class RolloutBuffer:
         self.returns = torch.zeros(size)
         self.extras = {name: torch.zeros(*size, *shape) for name, shape in (extras or {}).items()}
         self.pos = 0
-        self.pending: list[tuple] = []  # steps added since the last compute_gae
+        self.pending: list[QueuedStep] = []  # steps added since the last compute_gae
         self.final_values: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, env index, V(final obs))
 
     def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
@@ -33,7 +46,7 @@ class RolloutBuffer:
         storage at once, as a per-step write of each field is a dozen small tensor copies a step."""
         if self.pos >= self.steps:
             raise RuntimeError("rollout buffer is full; call reset() after each update")
-        self.pending.append((obs, actions, rewards, terminated, truncated, values, extras))
+        self.pending.append(QueuedStep(obs, actions, rewards, terminated, truncated, values, extras))
         self.pos += 1
 
     def bootstrap(self, env_index: torch.Tensor, final_values: torch.Tensor) -> None:
@@ -65,20 +78,20 @@ class RolloutBuffer:
         if not self.pending:
             return
         start, end = self.pos - len(self.pending), self.pos
-        obs, actions, rewards, terminated, truncated, values, extras = zip(*self.pending)
-        for target, parts in ((self.obs, obs), (self.actions, actions), (self.values, values)):
+        steps = QueuedStep(*zip(*self.pending))  # each field: a tuple over the queued steps
+        for target, parts in ((self.obs, steps.obs), (self.actions, steps.actions), (self.values, steps.values)):
             target[start:end] = torch.stack(parts)
         for name in self.extras:
-            self.extras[name][start:end] = torch.stack([e[name] for e in extras])
-        terminated_, truncated_ = torch.stack(terminated).cpu(), torch.stack(truncated).cpu()
-        ends = terminated_ | truncated_
-        rewards_ = torch.stack(rewards).cpu()
+            self.extras[name][start:end] = torch.stack([extras[name] for extras in steps.extras])
+        terminated, truncated = torch.stack(steps.terminated).cpu(), torch.stack(steps.truncated).cpu()
+        ends = terminated | truncated
+        rewards = torch.stack(steps.rewards).cpu()
         if scale_rewards is not None:
-            rewards_ = scale_rewards(rewards_, ends)
+            rewards = scale_rewards(rewards, ends)
         final_values = torch.zeros(end - start, self.num_envs)
         for t, env_index, v in self.final_values:
             final_values[t - start, env_index.cpu()] = v.float().cpu()
-        self.rewards[start:end] = rewards_.float() + gamma * final_values * (truncated_ & ~terminated_)
+        self.rewards[start:end] = rewards.float() + gamma * final_values * (truncated & ~terminated)
         self.episode_ends[start:end] = ends
         self.pending.clear()
         self.final_values.clear()
