@@ -120,11 +120,8 @@ class CompiledStep:
                powers: torch.Tensor, lr: torch.Tensor, actor_mask: torch.Tensor, hyper: torch.Tensor,
                batches: dict[str, torch.Tensor], train_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The group's steps, unrolled by dynamo into one graph."""
-        out = [self._step(param, exp_avg, exp_avg_sq, step, powers, lr, actor_mask, hyper,
-                          {key: v[i] for key, v in batches.items()}, train_actor)
-               for i in range(len(next(iter(batches.values()))))]
-        return torch.stack([value_loss for value_loss, _ in out]), {key: torch.stack([policy[key] for _, policy in out])
-                                                                   for key in out[0][1]}
+        return stack_steps([self._step(param, exp_avg, exp_avg_sq, step, powers, lr, actor_mask, hyper, batch, train_actor)
+                            for batch in unstack_group(batches)])
 
     def _step(self, param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: torch.Tensor,
               powers: torch.Tensor, lr: torch.Tensor, actor_mask: torch.Tensor, hyper: torch.Tensor,
@@ -148,6 +145,17 @@ class CompiledStep:
         step.copy_(new_step)
         powers.copy_(new_powers)
         return value_loss, policy
+
+
+def unstack_group(batches: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A group of minibatches (each tensor (k, batch, ...)) as its k minibatches, in order."""
+    return [{key: v[i] for key, v in batches.items()} for i in range(len(next(iter(batches.values()))))]
+
+
+def stack_steps(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Minibatch steps' (value loss, policy terms), each stacked over the steps."""
+    return torch.stack([value_loss for value_loss, _ in steps]), {key: torch.stack([policy[key] for _, policy in steps])
+                                                                 for key in steps[0][1]}
 
 
 def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:

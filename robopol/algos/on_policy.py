@@ -16,7 +16,7 @@ from torch import nn
 
 from robopol import distributed
 from robopol.algos.base import Algorithm
-from robopol.algos.compiled_step import CompiledStep
+from robopol.algos.compiled_step import CompiledStep, stack_steps, unstack_group
 from robopol.errors import ConfigError
 from robopol.config import AlgoConfig, PolicyConfig
 from robopol.critics import ValueCritic
@@ -164,9 +164,7 @@ class OnPolicyAlgorithm(Algorithm):
         per minibatch."""
         if self.compiled:
             return self.compiled.steps(batches, train_actor)
-        steps = [self._minibatch_step({k: v[i] for k, v in batches.items()}, train_actor)
-                 for i in range(len(batches["obs"]))]
-        return torch.stack([s[0] for s in steps]), {k: torch.stack([s[1][k] for s in steps]) for k in steps[0][1]}
+        return stack_steps([self._minibatch_step(batch, train_actor) for batch in unstack_group(batches)])
 
     def _minibatch_step(self, batch: dict[str, torch.Tensor], train_actor: bool
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
