@@ -1,9 +1,11 @@
 """Hopper-v5: robopol PPO beside SB3 PPO (same env steps, same hyper-parameters), robopol PPO on
 EnvPool's batched Hopper-v5 (task.backend=envpool), and robopol FPO and DPPO from scratch, in one run.
-Writes bench/out/hopper-300k.json and .png.
+Writes bench/out/hopper-300k.json and .png (hopper-1m.* with --budget hopper_1m).
 
     python bench/bench_hopper.py                       # learning curves and throughput of every entry
     python bench/bench_hopper.py --throughput-rounds 3 # interleaved short runs (tasks/hopper_throughput.yaml)
+    python bench/bench_hopper.py --budget hopper_1m --only sb3-ppo,robopol-ppo-envpool-compiled
+                                                       # the same entries at tasks/hopper_1m.yaml's budget
 
 Every setting comes from the config files each entry names (tasks/hopper_300k*.yaml, hopper_100k.yaml,
 policies/ppo*.yaml, fpo.yaml, dppo.yaml); SB3 PPO reads its env steps, envs, evaluation cadence,
@@ -49,9 +51,10 @@ SB3_TASK = ("hopper_300k", "ppo")
 THROUGHPUT_TASK = "hopper_throughput"  # its budget, evaluation and seed replace each entry's in --throughput-rounds
 
 
-def throughput_overrides() -> tuple[str, ...]:
-    """The short-run settings of tasks/hopper_throughput.yaml, applied to any entry."""
-    train = load_run_config([f"task={THROUGHPUT_TASK}"]).train
+def budget_overrides(task: str) -> tuple[str, ...]:
+    """The env steps and evaluation settings of a task file (tasks/hopper_throughput.yaml, hopper_1m.yaml),
+    applied to any entry, SB3's included."""
+    train = load_run_config([f"task={task}"]).train
     return (f"train.total_env_steps={train.total_env_steps}", f"train.eval_every={train.eval_every}",
             f"train.eval_episodes={train.eval_episodes}")
 
@@ -135,7 +138,7 @@ def sb3_evaluate(model, vecnorm, episodes: int) -> tuple[float, float]:
 
 def interleaved_throughput(rounds: int, names: list[str]) -> dict:
     """Env steps/s of each entry in `names`, alternating short runs so a busy machine slows them all alike."""
-    extra = throughput_overrides()
+    extra = budget_overrides(THROUGHPUT_TASK)
     entries = {name: (lambda: run_sb3(extra)) if name == "sb3-ppo" else (lambda name=name: run_robopol(name, extra))
                for name in names}
     rates: dict[str, list[float]] = {name: [] for name in entries}
@@ -246,6 +249,8 @@ def main() -> None:
                         help="comma-separated entries: sb3-ppo, " + ", ".join(ROBOPOL))
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
+    parser.add_argument("--budget", default=None,
+                        help="a task file whose env steps and evaluation settings replace every entry's (e.g. hopper_1m)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -257,15 +262,17 @@ def main() -> None:
         (OUT / "hopper-throughput.json").write_text(json.dumps(report, indent=2))
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
         return
+    extra = budget_overrides(args.budget) if args.budget else ()
     results = []
     for name in args.only.split(","):
         print(f"running {name}", flush=True)
-        results.append(run_sb3() if name == "sb3-ppo" else run_robopol(name))
+        results.append(run_sb3(extra) if name == "sb3-ppo" else run_robopol(name, extra))
     machine["load_average_at_end"] = os.getloadavg()
     report = {"machine": machine, "entries": {name: ROBOPOL.get(name, SB3_TASK) for name in args.only.split(",")},
-              "results": results, "ratios": ratios({r["name"]: r for r in results})}
-    (OUT / "hopper-300k.json").write_text(json.dumps(report, indent=2))
-    plot(results, OUT / "hopper-300k.png")
+              "settings": list(extra), "results": results, "ratios": ratios({r["name"]: r for r in results})}
+    stem = args.budget.replace("_", "-") if args.budget else "hopper-300k"
+    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    plot(results, OUT / f"{stem}.png")
     print("| run | env steps | env steps/s | after 3 iterations | time in simulator | final return |")
     print("|---|---|---|---|---|---|")
     for r in results:
