@@ -59,6 +59,9 @@ class CompiledStep:
         self.params = [p for group in groups for p in group["params"]]
         self.names = [names[id(p)] for p in self.params]
         self.sizes = [p.numel() for p in self.params]
+        # The compiled step reads the shapes, never the parameters themselves: a parameter tensor it touched
+        # would cost a Python identity guard per parameter on every call (~0.15 ms of a 0.42 ms guard check).
+        self.shapes = [tuple(p.shape) for p in self.params]
         device, total = self.params[0].device, sum(self.sizes)
         self.actor_mask = (torch.arange(total, device=device) < sum(p.numel() for p in groups[0]["params"])).float()
         self.hyper = torch.tensor([*groups[0]["betas"], groups[0]["eps"], max_grad_norm], device=device)
@@ -113,7 +116,7 @@ class CompiledStep:
     # ---- what is compiled ----
     def _loss(self, flat_param: torch.Tensor, batch: dict[str, torch.Tensor], train_actor: bool
               ) -> tuple[torch.Tensor, tuple[Any, ...]]:
-        views = [chunk.view_as(p) for chunk, p in zip(torch.split(flat_param, self.sizes), self.params)]
+        views = [chunk.view(shape) for chunk, shape in zip(torch.split(flat_param, self.sizes), self.shapes)]
         return torch.func.functional_call(self.root, dict(zip(self.names, views)), (batch, train_actor))
 
     def _steps(self, param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: torch.Tensor,
