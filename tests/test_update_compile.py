@@ -62,6 +62,21 @@ def test_compiled_minibatch_loss_updates_as_eager_does(policy, unroll, tmp_path,
             torch.testing.assert_close(compiled_state[index][key], state[key], rtol=1e-3, atol=1e-8)
 
 
+def test_the_rollout_step_is_one_graph_for_reset_and_stepped_observations(tmp_path, monkeypatch):
+    """The first rollout step gets the reset's observations, later ones tensors made under inference mode
+    (another dispatch key set): the loop hands both over alike, so the rollout step compiles once a run."""
+    graphs, compile = [], torch.compile
+
+    def counted(fn, **options):
+        if getattr(fn, "__name__", "") != "_policy_step":
+            return compile(fn, backend="aot_eager")
+        return compile(fn, backend=lambda gm, inputs: graphs.append(gm) or gm.forward)
+
+    monkeypatch.setattr(torch, "compile", counted)
+    first_updates(tmp_path, "ppo", True)
+    assert len(graphs) == 1
+
+
 def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, aot_eager):
     """GoRL's loss reads its stage (clip and regulariser change at a switch, which also drops the latent
     policy's Adam state): the compiled step must pick the new stage up, not keep the first one's graph."""

@@ -39,6 +39,8 @@ class OnPolicyLoop(OnlineLoop):
     def collect(self) -> RolloutBuffer:
         """Fill the rollout buffer with one chunk step per env per slot, then compute GAE; returns it."""
         algo, norm, gamma = self.algo, self.runner.normalizer, self.algo.cfg.gamma
+        if not self.obs.is_inference():  # a reset's or a checkpoint's: one graph for every step's observations
+            self.obs = self.obs.clone()
         self.buffer.reset()
         for _ in range(self.runner.cfg.train.rollout_steps):
             folded, obs_n, actions, extras, values, env_actions = self.policy_step(self.obs)
