@@ -2,22 +2,35 @@
 runs through torch.compile (dynamo capture; the aot_eager backend here, so the test needs no C++ compile)
 and its updates match the eager ones — metrics, weights and Adam's state — including through critic
 warm-up, where the frozen actor's weights and moments must not move. The rollout step (observation
-statistics, normalising, acting, valuing) is compiled as one call too and must see what eager sees."""
+statistics, normalising, acting, valuing) is built ahead of time as one call (robopol.loops.ahead_of_time)
+and must see what eager sees."""
 
 import copy
 
 import pytest
 import torch
 
+from torch.utils import _pytree as pytree
+
 from robopol.config import load_run_config
+from robopol.loops import ahead_of_time
 from robopol.runner import Runner
+
+
+def exported_module(program: torch.export.ExportedProgram):
+    """The exported rollout step run by torch.export's own module instead of an AOTInductor package (no
+    C++ build): a function of the flat input list, as robopol.loops.ahead_of_time's packages are."""
+    module, spec = program.module(), program.call_spec.in_spec
+    return lambda flat: list(module(*pytree.tree_unflatten(flat, spec)[0]))
 
 
 @pytest.fixture
 def aot_eager(monkeypatch):
-    """torch.compile on the aot_eager backend (no C++ build), whatever options robopol passes."""
+    """torch.compile on the aot_eager backend and the rollout step's exported program unbuilt (no C++
+    build), whatever options robopol passes."""
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
+    monkeypatch.setattr(ahead_of_time, "build_package", exported_module)
 
 
 def first_updates(tmp_path, policy: str, compile: bool, unroll: int = 1) -> tuple[list[dict[str, float]], Runner]:
@@ -62,19 +75,15 @@ def test_compiled_minibatch_loss_updates_as_eager_does(policy, unroll, tmp_path,
             torch.testing.assert_close(compiled_state[index][key], state[key], rtol=1e-3, atol=1e-8)
 
 
-def test_the_rollout_step_is_one_graph_for_reset_and_stepped_observations(tmp_path, monkeypatch):
-    """The first rollout step gets the reset's observations, later ones tensors made under inference mode
-    (another dispatch key set): the loop hands both over alike, so the rollout step compiles once a run."""
-    graphs, compile = [], torch.compile
-
-    def counted(fn, **options):
-        if getattr(fn, "__name__", "") != "_policy_step":
-            return compile(fn, backend="aot_eager")
-        return compile(fn, backend=lambda gm, inputs: graphs.append(gm) or gm.forward)
-
-    monkeypatch.setattr(torch, "compile", counted)
-    first_updates(tmp_path, "ppo", True)
-    assert len(graphs) == 1
+def test_the_rollout_step_is_built_once_a_run(tmp_path, aot_eager, monkeypatch):
+    """On a CPU learner the rollout step is an ahead-of-time package: exported and built on the first
+    rollout, then only bound to the current weights; the reset's observations and later ones (made under
+    inference mode) are the same input to it."""
+    programs = []
+    monkeypatch.setattr(ahead_of_time, "build_package", lambda program: programs.append(program) or exported_module(program))
+    _, runner = first_updates(tmp_path, "ppo", True)
+    assert len(programs) == 1
+    assert runner.loop.policy_step == runner.loop._policy_step  # torch.compile is the GPU path only
 
 
 def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, aot_eager):
