@@ -43,7 +43,9 @@ class OnPolicyConfig(AlgoConfig):
     critic_warmup_iters: int = field(0, ge=0, doc="updates in which only the critic learns")
     compile: bool = field(False, doc="run each minibatch step (loss, gradient, clip, Adam) as one torch.compile'd "
                                      "function (robopol.algos.compiled_step): ~4x faster 64x64 PPO steps on a CPU after "
-                                     "a compile of 10-30 s; fused kernels round differently, so runs differ from eager ones")
+                                     "a compile of 10-30 s; and each rollout step as one call, an AOTInductor package on "
+                                     "a CPU learner (robopol.loops.ahead_of_time; a first build ~20 s, then cached); "
+                                     "fused kernels round differently, so runs differ from eager ones")
     compile_unroll: int = field(1, ge=1, doc="with compile: minibatch steps per compiled call, unrolled in one graph, so "
                                              "a call's fixed cost (guards, wrapper) is paid once per that many steps; "
                                              "the same steps in the same order, a longer first compile")
