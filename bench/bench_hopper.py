@@ -6,6 +6,8 @@ Writes bench/out/hopper-300k.json and .png (hopper-1m.* with --budget hopper_1m)
     python bench/bench_hopper.py --throughput-rounds 3 # interleaved short runs (tasks/hopper_throughput.yaml)
     python bench/bench_hopper.py --budget hopper_1m --only sb3-ppo,robopol-ppo-envpool-compiled
                                                        # the same entries at tasks/hopper_1m.yaml's budget
+    python bench/bench_hopper.py --only sb3-ppo,robopol-ppo-envpool-compiled --seeds 1,2,3
+                                                       # returns over training seeds (hopper-300k-seeds.*)
 
 Every setting comes from the config files each entry names (tasks/hopper_300k*.yaml, hopper_100k.yaml,
 policies/ppo*.yaml, fpo.yaml, dppo.yaml); SB3 PPO reads its env steps, envs, evaluation cadence,
@@ -231,8 +233,9 @@ def plot(results: list[dict], path: Path) -> None:
         xs = [p["env_steps"] for p in r["curve"]]
         ws = [p["wall_time"] for p in r["curve"]]
         ys = [p["return"] for p in r["curve"]]
-        axes[0].plot(xs, ys, marker="o", label=r["name"])
-        axes[1].plot(ws, ys, marker="o", label=r["name"])
+        label = r["name"] + (f" seed {r['seed']}" if "seed" in r else "")
+        axes[0].plot(xs, ys, marker="o", label=label)
+        axes[1].plot(ws, ys, marker="o", label=label)
     for ax, xlabel in zip(axes, ("env steps", "wall time [s]")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("evaluation return (10 fixed seeds)")
@@ -251,6 +254,9 @@ def main() -> None:
                         help="instead of learning curves, measure steps/s in this many interleaved rounds")
     parser.add_argument("--budget", default=None,
                         help="a task file whose env steps and evaluation settings replace every entry's (e.g. hopper_1m)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated training seeds (train.seed): every entry runs once per seed and the report "
+                             "gives each entry's final return as mean ± std over them")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -263,14 +269,21 @@ def main() -> None:
         print(json.dumps({"median": report["median"], "ratios": report["ratios"]}, indent=2))
         return
     extra = budget_overrides(args.budget) if args.budget else ()
+    seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [None]
     results = []
-    for name in args.only.split(","):
-        print(f"running {name}", flush=True)
-        results.append(run_sb3(extra) if name == "sb3-ppo" else run_robopol(name, extra))
+    for seed in seeds:
+        for name in args.only.split(","):
+            print(f"running {name}" + ("" if seed is None else f", training seed {seed}"), flush=True)
+            settings = extra if seed is None else (*extra, f"train.seed={seed}")
+            result = run_sb3(settings) if name == "sb3-ppo" else run_robopol(name, settings)
+            results.append(result if seed is None else {**result, "seed": seed})
     machine["load_average_at_end"] = os.getloadavg()
     report = {"machine": machine, "entries": {name: ROBOPOL.get(name, SB3_TASK) for name in args.only.split(",")},
               "settings": list(extra), "results": results, "ratios": ratios({r["name"]: r for r in results})}
     stem = args.budget.replace("_", "-") if args.budget else "hopper-300k"
+    if args.seeds:
+        report["final_return_over_seeds"] = over_seeds(results)
+        stem += "-seeds"
     (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
     plot(results, OUT / f"{stem}.png")
     print("| run | env steps | env steps/s | after 3 iterations | time in simulator | final return |")
@@ -281,7 +294,17 @@ def main() -> None:
         steady = f"{r['steady_steps_per_second']:.0f}" if "steady_steps_per_second" in r else "–"
         print(f"| {r['name']} | {r['env_steps']} | {r['steps_per_second']:.0f} | {steady} | {sim} | "
               f"{last['return']:.0f} ± {last['return_std']:.0f} |")
-    print(json.dumps(report["ratios"]))
+    print(json.dumps(report.get("final_return_over_seeds", report["ratios"]), indent=1))
+
+
+def over_seeds(results: list[dict]) -> dict[str, dict]:
+    """Per entry: each training seed's final evaluation (the mean over the 10 fixed evaluation seeds), and
+    their mean and std over training seeds."""
+    finals: dict[str, list[float]] = {}
+    for r in results:
+        finals.setdefault(r["name"], []).append(r["curve"][-1]["return"])
+    return {name: {"seeds": [r["seed"] for r in results if r["name"] == name], "final_returns": values,
+                   "mean": float(np.mean(values)), "std": float(np.std(values))} for name, values in finals.items()}
 
 
 if __name__ == "__main__":
