@@ -90,16 +90,26 @@ def test_the_package_samples_and_updates_as_the_eager_function(counts):
 
 
 def test_packages_are_cached_under_inductors_cache_directory_by_program(monkeypatch, tmp_path):
-    """Two programs that differ only in a constant get two keys; the key is stable for one program."""
+    """Programs that differ in a constant or an input shape get their own keys; the key is stable for one
+    program, wherever its source lines are (a moved checkout or an edit elsewhere builds nothing)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
 
-    def program(scale: float) -> torch.export.ExportedProgram:
+    def program(scale: float, size: int = 2) -> torch.export.ExportedProgram:
+        class Scale(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x * scale
+
+        return torch.export.export(Scale(), (torch.ones(size),))
+
+    def the_same_program_on_other_lines(scale: float) -> torch.export.ExportedProgram:
         class Scale(nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return x * scale
 
         return torch.export.export(Scale(), (torch.ones(2),))
 
-    paths = [ahead_of_time.package_path(program(s)) for s in (2.0, 2.0, 3.0)]
-    assert paths[0] == paths[1] != paths[2]
+    paths = [ahead_of_time.package_path(p) for p in (program(2.0), program(2.0), the_same_program_on_other_lines(2.0),
+                                                     program(3.0), program(2.0, size=3))]
+    assert paths[0] == paths[1] == paths[2]
+    assert len({paths[0], paths[3], paths[4]}) == 3
     assert paths[0].parent == tmp_path / "robopol_aot"

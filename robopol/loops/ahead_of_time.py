@@ -9,11 +9,11 @@ and ~0.35 ms between simulator steps.
 
 How: `fn` is exported once with every floating-point parameter and buffer of `modules` as an input, so
 the package holds no weights and each call reads the current ones (optimiser steps, checkpoint loads and
-running statistics need no copying); integer buffers that select a branch in Python (GoRL's stage) are
-built into the package, and a change of their values builds another. The package is cached under Inductor's cache directory
-(TORCHINDUCTOR_CACHE_DIR), keyed by the exported program: a run that finds it loads it in milliseconds,
-a first build takes ~20 s. Random draws are ATen's (fallback_random), so the step samples what the
-eager step samples from the same seed."""
+running statistics need no copying); integer buffers that select a branch in Python (GoRL's stage)
+are built into the package, and a change of their values builds another. The package is cached under
+Inductor's cache directory (TORCHINDUCTOR_CACHE_DIR), keyed by the exported program: a run that finds
+it loads it in milliseconds, a first build takes ~20 s. Random draws are ATen's (fallback_random), so
+the step samples what the eager step samples from the same seed."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class _Functional(nn.Module):
         self.bound = [bound]  # not a submodule: export would lift its weights as constants of the package
 
     def forward(self, tensors: tuple[torch.Tensor, ...], *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The outputs as a flat tuple, their structure kept in `out_spec` (a package stores only flat
+        """The outputs as a flat tuple, their structure told to `record` (a package stores only flat
         outputs, so named tuples among them need no registration)."""
         out = torch.func.functional_call(self.bound[0], dict(zip(self.names, tensors)), args)
         leaves, spec = pytree.tree_flatten(out)
@@ -65,10 +65,14 @@ class _Functional(nn.Module):
 
 def package_path(program: torch.export.ExportedProgram) -> Path:
     """Where the package of `program` is cached: its key covers torch's version, the build options and the
-    exported program (graph, shapes, dtypes and lifted constants)."""
+    exported program (graph code, input shapes, dtypes and devices, signature and lifted constants), not
+    the source locations that str(program) prints, so moving or editing code around it builds nothing."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    key = hashlib.sha256(f"{torch.__version__}|{sorted(INDUCTOR_OPTIONS.items())}|{program}".encode())
+    inputs = [(node.name, tuple(node.meta["val"].shape), node.meta["val"].dtype, node.meta["val"].device)
+              for node in program.graph.nodes if node.op == "placeholder"]
+    key = hashlib.sha256(f"{torch.__version__}|{sorted(INDUCTOR_OPTIONS.items())}|{program.graph_module.code}|"
+                         f"{inputs}|{program.graph_signature}".encode())
     for name, constant in sorted(program.constants.items()):
         key.update(name.encode())
         if isinstance(constant, torch.Tensor):
