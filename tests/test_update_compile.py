@@ -9,7 +9,6 @@ import copy
 
 import pytest
 import torch
-
 from torch.utils import _pytree as pytree
 
 from robopol.config import load_run_config
