@@ -87,9 +87,11 @@ def test_the_rollout_step_is_built_once_a_run(tmp_path, aot_eager, monkeypatch):
 
 def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, aot_eager):
     """GoRL's loss reads its stage (clip and regulariser change at a switch, which also drops the latent
-    policy's Adam state): the compiled step must pick the new stage up, not keep the first one's graph."""
+    policy's Adam state): the compiled step must pick the new stage up, not keep the first one's graph,
+    and must read it without a graph break (an int() of the stage buffer split the step in two)."""
     def three_iterations(compile: bool) -> list[dict[str, float]]:
         torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
         cfg = load_run_config(["task=point_mass", "policy=gorl", "sim.num_envs=8", "train.rollout_steps=16",
                                "policy.actor.hidden=[16]", "policy.critic.hidden=[16]", "policy.algo.update_epochs=2",
                                "policy.algo.minibatch_size=32", "policy.algo.stage_env_steps=[128]",
@@ -100,6 +102,7 @@ def test_compiled_gorl_follows_its_stage_switch_as_eager_does(tmp_path, aot_eage
 
     eager = three_iterations(False)
     compiled = three_iterations(True)
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
     assert [row["latent_reg"] for row in eager] == pytest.approx([5e-4, 1e-3, 1e-3], rel=0.2)  # stage 0, then 1
     for e, c in zip(eager, compiled):
         for key in ("stage", "latent_reg", "policy_loss", "value_loss", "approx_kl"):

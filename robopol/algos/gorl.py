@@ -84,11 +84,13 @@ class GoRL(OnPolicyAlgorithm):
         return actor.act_on_latent(obs, z), {"latent": z, "log_prob": actor.latent_noise_log_prob(noise)}
 
     def policy_loss(self, batch: dict[str, torch.Tensor], adv: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg, actor, first = self.cfg, self.actor, self.stage == 0
+        # The stage is read as a tensor, not an int: a compiled update then follows a switch without a
+        # graph break or a recompile.
+        cfg, actor, first = self.cfg, self.actor, self.actor.stage == 0
         mean, sigma = actor.latent.mean(batch["obs"]), actor.latent.log_std.exp()
         log_ratio = actor.latent_log_prob(mean, batch["latent"]) - batch["log_prob"]
-        loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, cfg.stage0_clip if first else cfg.clip)
-        regulariser = (cfg.stage0_latent_reg if first else cfg.latent_reg) * (mean.pow(2).mean() + sigma.pow(2).mean())
+        loss, clip_fraction = clipped_surrogate(log_ratio.exp(), adv, torch.where(first, cfg.stage0_clip, cfg.clip))
+        regulariser = torch.where(first, cfg.stage0_latent_reg, cfg.latent_reg) * (mean.pow(2).mean() + sigma.pow(2).mean())
         entropy = actor.latent_entropy()
         return {"loss": loss + regulariser - cfg.ent_coef * entropy, "approx_kl": approx_kl(log_ratio),
                 "clip_fraction": clip_fraction, "entropy": entropy, "latent_reg": regulariser}
