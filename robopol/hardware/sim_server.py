@@ -120,6 +120,8 @@ def _serve(cfg: SimServerConfig, conn: Connection, stop: Event) -> None:
         if now - next_tick > period:  # fell behind: skip the ticks it cannot catch up (counted)
             behind = int((now - next_tick) / period)
             skipped, next_tick = skipped + behind, next_tick + behind * period
+    for packet, addr in link.drain():  # a client's last packets (its STOP) may arrive just before the stop request
+        session.handle(packet, addr, time.monotonic())
     link.close()
     env.close()
     if cfg.action_log:
