@@ -14,7 +14,8 @@ overrides (listed in SMOKE) to prove the pipeline end to end in minutes and to t
 step and per update; its success numbers mean nothing. Outputs: bench/out/ogpo/ (runs, data, JSON, PNG).
 
     python bench/bench_ogpo.py --tasks pusht lift            # the real run: hours on a CPU
-    python bench/bench_ogpo.py --tasks pusht lift --smoke    # minutes"""
+    python bench/bench_ogpo.py --tasks pusht lift --smoke    # minutes
+    python bench/bench_ogpo.py --tasks lift --seed 1         # another fine-tuning seed from the same BC starts"""
 
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def robopol(*args: str) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 
-def stage_dir(task: str, stage: str) -> Path:
-    return OUT / "runs" / f"{task}-{stage}"
+def stage_dir(task: str, stage: str, seed: int = 0) -> Path:
+    """A stage's run folder; fine-tuning seeds other than 0 get a -sSEED suffix (the BC starts are shared)."""
+    return OUT / "runs" / f"{task}-{stage}{f'-s{seed}' if seed else ''}"
 
 
 def prepare(task: str, smoke: bool) -> None:
@@ -81,12 +83,12 @@ def prepare(task: str, smoke: bool) -> None:
                     f"train.run_dir={stage_dir(task, bc)}", *PLUMBING, *(SMOKE["bc"] if smoke else []))
 
 
-def finetune(task: str, method: str, smoke: bool) -> None:
+def finetune(task: str, method: str, smoke: bool, seed: int) -> None:
     recipe, bc = METHODS[method]
-    if not (stage_dir(task, method) / "eval.csv").exists():
+    if not (stage_dir(task, method, seed) / "eval.csv").exists():
         robopol("train", f"task={task}", f"policy={recipe}_{task}{RECIPE_SUFFIX.get((method, task), '')}",
-                f"train.pretrained={stage_dir(task, bc)}",
-                f"train.run_dir={stage_dir(task, method)}", *PLUMBING, *(SMOKE[method] if smoke else []))
+                f"train.pretrained={stage_dir(task, bc)}", f"train.seed={seed}",
+                f"train.run_dir={stage_dir(task, method, seed)}", *PLUMBING, *(SMOKE[method] if smoke else []))
 
 
 def rows(run: Path, stream: str) -> list[dict[str, str]]:
@@ -94,9 +96,9 @@ def rows(run: Path, stream: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def summarise(task: str, method: str, smoke: bool) -> dict[str, Any]:
+def summarise(task: str, method: str, smoke: bool, seed: int) -> dict[str, Any]:
     """The in-run curve, per-step costs from train.csv, and start/final success on held-out seeds."""
-    run = stage_dir(task, method)
+    run = stage_dir(task, method, seed)
     train, curve = rows(run, "train"), rows(run, "eval")
     last = train[-1]
     steps, wall = float(last["env_steps"]), float(last["wall_time"])
@@ -153,21 +155,23 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["pusht", "lift"], choices=sorted(DEMOS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--smoke", action="store_true", help="tiny budgets (see SMOKE): pipeline check and cost timing")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed (train.seed); the BC starts are shared")
     args = parser.parse_args()
     global OUT
     OUT = OUT / "smoke" if args.smoke else OUT
     report: dict[str, Any] = {}
+    suffix = f"-s{args.seed}" if args.seed else ""
     for task in args.tasks:
         prepare(task, args.smoke)
         for method in args.methods:
-            finetune(task, method, args.smoke)
-        report[task] = {method: summarise(task, method, args.smoke) for method in args.methods}
-        plot(task, report[task], OUT / f"ogpo-{task}.png")
+            finetune(task, method, args.smoke, args.seed)
+        report[task] = {method: summarise(task, method, args.smoke, args.seed) for method in args.methods}
+        plot(task, report[task], OUT / f"ogpo-{task}{suffix}.png")
         for method, r in report[task].items():
             print(f"{task} {method}: {r['env_steps']:.0f} env steps in {r['wall_time']:.0f} s "
                   f"({r['seconds_per_1k_env_steps']:.1f} s per 1k env steps, {r['seconds_per_iteration']:.2f} s per "
                   f"iteration); held-out success {r['held_out']['start']:.2f} -> {r['held_out']['final']:.2f}")
-    (OUT / "ogpo.json").write_text(json.dumps(report, indent=2))
+    (OUT / f"ogpo{suffix}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
