@@ -65,9 +65,14 @@ def robopol(*args: str) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 
+def seed_suffix(seed: int) -> str:
+    """What names a fine-tuning seed's run folder and outputs: nothing for seed 0, -sSEED otherwise."""
+    return f"-s{seed}" if seed else ""
+
+
 def stage_dir(task: str, stage: str, seed: int = 0) -> Path:
-    """A stage's run folder; fine-tuning seeds other than 0 get a -sSEED suffix (the BC starts are shared)."""
-    return OUT / "runs" / f"{task}-{stage}{f'-s{seed}' if seed else ''}"
+    """A stage's run folder; the BC starts are shared by every fine-tuning seed."""
+    return OUT / "runs" / f"{task}-{stage}{seed_suffix(seed)}"
 
 
 def prepare(task: str, smoke: bool) -> None:
@@ -160,7 +165,7 @@ def main() -> None:
     global OUT
     OUT = OUT / "smoke" if args.smoke else OUT
     report: dict[str, Any] = {}
-    suffix = f"-s{args.seed}" if args.seed else ""
+    suffix = seed_suffix(args.seed)
     for task in args.tasks:
         prepare(task, args.smoke)
         for method in args.methods:
